@@ -1,0 +1,79 @@
+"""Load the PyTorch model, tokenizer and configs for a resolved Source (safetensors or GGUF only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnx_edge.errors import SourceError, UnsupportedModelError
+from onnx_edge.export.sources import Source
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers PreTrainedModel, eval mode, float32
+    tokenizer: Any  # transformers fast tokenizer
+    config: dict[str, Any]
+    generation: dict[str, Any]
+
+
+def read_model_type(source: Source) -> str:
+    """model_type without loading weights, so an unsupported architecture fails fast."""
+    if source.kind in ("folder", "hub"):
+        return json.loads((source.path / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(source.path)).fields.get("general.architecture")
+    # GGUF architecture names equal HF model_types for every architecture we support.
+    return bytes(field.parts[field.data[0]]).decode() if field else ""
+
+
+def load_model(source: Source) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source.kind in ("gguf", "alias"):
+        where, kwargs = str(source.path.parent), {"gguf_file": source.path.name}
+    else:
+        where, kwargs = str(source.path), {"use_safetensors": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SourceError(f"{source.text}: transformers could not load it ({str(exc).splitlines()[0][:200]})") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError(f"{source.text}: only fast (tokenizer.json) tokenizers are supported")
+    model.eval()
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the GGUF loader's note; our output is plain fp32
+    generation = model.generation_config.to_diff_dict() if model.generation_config is not None else {}
+    return LoadedModel(model, tokenizer, config, generation)
+
+
+def rope_tables(model, context_length: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """cos/sin (context_length, rotary_dim/2) from the model's own rotary module, so every static
+    rope variant (linear, llama3, yarn) is computed exactly as transformers does, scaling included."""
+    import torch
+
+    rotary = next((m for m in model.modules() if hasattr(m, "inv_freq")), None)
+    if rotary is None:
+        return None
+    inv_freq = rotary.inv_freq.detach().float()
+    scaling = float(getattr(rotary, "attention_scaling", 1.0))
+    freqs = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (P, r/2)
+    return (freqs.cos() * scaling).numpy(), (freqs.sin() * scaling).numpy()
+
+
+def save_tokenizer_files(loaded: LoadedModel, folder: Path) -> list[str]:
+    """tokenizer.json, tokenizer_config.json, chat template and generation_config.json into `folder`."""
+    before = set(folder.iterdir())
+    loaded.tokenizer.save_pretrained(folder)
+    (folder / "generation_config.json").write_text(json.dumps(loaded.generation, indent=2) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(loaded.config, indent=2, default=str) + "\n", encoding="utf-8")
+    if not (folder / "tokenizer.json").is_file():
+        raise UnsupportedModelError("the tokenizer did not produce tokenizer.json; only fast tokenizers are supported")
+    return sorted(p.name for p in set(folder.iterdir()) - before)

@@ -1,0 +1,105 @@
+"""Map an HF state dict onto our canonical weight names, assert-everything style: every tensor
+must be consumed and every shape must match, or the export stops."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnx_edge.errors import UnsupportedModelError
+from onnx_edge.models.spec import ArchSpec, ModelShape
+
+
+def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> dict[str, np.ndarray]:
+    """Returns float32 arrays: matrices as (in, out) with q/k/v and gate/up packed along `out`;
+    embeddings and lm_head as (vocab, hidden). A tied lm_head is left out (the graph reuses the embedding)."""
+    sd = {k: v for k, v in state_dict.items() if not k.endswith(spec.ignore_suffixes)}
+    used: set[str] = set()
+
+    def take(canon: str, layer: int | None = None, required: bool = True):
+        template = spec.weights.get(canon)
+        name = None if template is None else template.format(i=layer)
+        if name is None or name not in sd:
+            if required:
+                raise UnsupportedModelError(f"{spec.model_type}: weight '{name or canon}' missing from the checkpoint")
+            return None
+        used.add(name)
+        return sd[name].detach().to("cpu").float().numpy()
+
+    def matrix(canon: str, layer: int, required: bool = True):
+        w = take(canon, layer, required)
+        if w is None:
+            return None
+        return w if spec.conv1d else w.T  # Linear stores (out, in)
+
+    h, nh, nkv, d, inter = (shape.hidden_size, shape.num_heads, shape.num_kv_heads, shape.head_dim,
+                            shape.intermediate_size)
+    out: dict[str, np.ndarray] = {"embed_tokens.weight": take("embed_tokens.weight")}
+    if spec.positions == "learned":
+        out["pos_embed.weight"] = take("pos_embed.weight")
+    for i in range(shape.num_layers):
+        p = f"layers.{i}."
+        for norm in ("attn_norm", "mlp_norm"):
+            out[p + f"{norm}.weight"] = take(f"layers.{{i}}.{norm}.weight", i)
+            bias = take(f"layers.{{i}}.{norm}.bias", i, required=False)
+            if bias is not None:
+                out[p + f"{norm}.bias"] = bias
+        _packed(out, p + "qkv", ["q", "k", "v"], [nh * d, nkv * d, nkv * d], i, matrix, take)
+        _packed(out, p + "o", ["o"], [h], i, matrix, take)
+        if spec.mlp == "gated":
+            _packed(out, p + "gate_up", ["gate", "up"], [inter, inter], i, matrix, take)
+        else:
+            _packed(out, p + "up", ["up"], [inter], i, matrix, take)
+        _packed(out, p + "down", ["down"], [h], i, matrix, take)
+    out["final_norm.weight"] = take("final_norm.weight")
+    bias = take("final_norm.bias", required=False)
+    if bias is not None:
+        out["final_norm.bias"] = bias
+
+    head = take("lm_head.weight", required=False)
+    if head is not None and not (shape.tie_word_embeddings and np.array_equal(head, out["embed_tokens.weight"])):
+        out["lm_head.weight"] = head
+
+    leftover = sorted(set(sd) - used)
+    if leftover:
+        raise UnsupportedModelError(
+            f"{spec.model_type}: {len(leftover)} checkpoint tensors have no place in the graph "
+            f"(first: {', '.join(leftover[:3])}); this variant of the architecture is not supported"
+        )
+    _check_shapes(out, shape, spec)
+    return out
+
+
+def _packed(out, name, parts, widths, layer, matrix, take):
+    """Store `name` from the packed HF tensor (e.g. qkv_proj) or by concatenating the parts along `out`."""
+    fused = matrix(f"layers.{{i}}.{name.split('.')[-1]}.weight", layer, required=False) if len(parts) > 1 else None
+    if fused is not None:
+        out[name + ".weight"] = fused
+        bias = take(f"layers.{{i}}.{name.split('.')[-1]}.bias", layer, required=False)
+    else:
+        out[name + ".weight"] = np.concatenate([matrix(f"layers.{{i}}.{p}.weight", layer) for p in parts], axis=1)
+        biases = [take(f"layers.{{i}}.{p}.bias", layer, required=False) for p in parts]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = np.concatenate([np.zeros(wd, np.float32) if b is None else b for b, wd in zip(biases, widths)])
+    if bias is not None:
+        out[name + ".bias"] = bias
+
+
+def _check_shapes(w: dict[str, np.ndarray], shape: ModelShape, spec: ArchSpec) -> None:
+    h, nh, nkv, d, inter, vocab = (shape.hidden_size, shape.num_heads, shape.num_kv_heads, shape.head_dim,
+                                   shape.intermediate_size, shape.vocab_size)
+    expected = {"embed_tokens.weight": (vocab, h), "final_norm.weight": (h,), "lm_head.weight": (vocab, h)}
+    for i in range(shape.num_layers):
+        p = f"layers.{i}."
+        expected.update({
+            p + "attn_norm.weight": (h,), p + "mlp_norm.weight": (h,),
+            p + "qkv.weight": (h, (nh + 2 * nkv) * d), p + "o.weight": (nh * d, h),
+            p + "down.weight": (inter, h),
+            p + ("gate_up.weight" if spec.mlp == "gated" else "up.weight"):
+                (h, 2 * inter if spec.mlp == "gated" else inter),
+        })
+    for name, want in expected.items():
+        if name in w and tuple(w[name].shape) != want:
+            raise UnsupportedModelError(
+                f"{spec.model_type}: weight {name} has shape {tuple(w[name].shape)}, expected {want} from config.json"
+            )

@@ -1,0 +1,31 @@
+"""Per-architecture specs, one module per HF `model_type`, found by name (no registry to edit)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from onnx_edge.errors import UnsupportedModelError
+from onnx_edge.models.spec import ArchSpec, ModelShape, shape_from_config
+
+__all__ = ["ArchSpec", "ModelShape", "get_spec", "shape_from_config", "supported_model_types"]
+
+# model_types that share another's module exactly.
+REMAP: dict[str, str] = {}
+
+_NOT_ARCH = {"spec"}
+
+
+def supported_model_types() -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_ARCH]
+    return sorted(names + list(REMAP))
+
+
+def get_spec(model_type: str) -> ArchSpec:
+    name = REMAP.get(model_type, model_type)
+    if not name or not name.isidentifier() or name in _NOT_ARCH or name not in supported_model_types():
+        raise UnsupportedModelError(
+            f"unsupported model_type '{model_type}' (supported: {', '.join(supported_model_types())})"
+        )
+    return importlib.import_module(f"onnx_edge.models.{name}").SPEC

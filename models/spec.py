@@ -1,0 +1,146 @@
+"""Architecture specs: how an HF `model_type` maps onto our decoder graph, as plain data.
+
+Torch-free: export reads the weight map, runtime reads only the shape (via the manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from onnx_edge.errors import UnsupportedModelError
+
+# Rope variants whose frequencies are fixed at export time; the dynamic ones (dynamic NTK, longrope)
+# change with sequence length and are refused rather than exported wrongly.
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What differs between decoder architectures. `weights` maps our canonical names to HF state-dict
+    names; `{i}` is the layer index. Canonical names with '.bias' are optional."""
+
+    model_type: str
+    norm: str  # "rms" | "layer"
+    positions: str  # "rope" | "learned"
+    mlp: str  # "gated" (act(gate) * up) | "plain" (act(fc))
+    activation: str  # "silu" | "gelu_tanh"
+    weights: dict[str, str]
+    # HF stores some weights as (in, out) Conv1D instead of (out, in) Linear.
+    conv1d: bool = False
+    # State-dict entries that are buffers, not weights.
+    ignore_suffixes: tuple[str, ...] = ()
+    # Config field aliases: canonical name -> HF config key (normalized-config adapter).
+    config_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Numbers the graph and the runtime need, normalized across architectures."""
+
+    model_type: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    context_length: int
+    norm_eps: float
+    rotary_dim: int
+    rope_theta: float
+    rope_type: str
+    sliding_window: int | None
+    tie_word_embeddings: bool
+    bos_token_id: int | None
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelShape":
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_DEFAULT_KEYS = {
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "num_kv_heads": "num_key_value_heads",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "vocab_size": "vocab_size",
+    "context_length": "max_position_embeddings",
+    "norm_eps": "rms_norm_eps",
+}
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 keeps rope settings in `rope_parameters`; 4.x in rope_theta + rope_scaling."""
+    params = dict(config.get("rope_parameters") or {})
+    if not params:
+        params = dict(config.get("rope_scaling") or {})
+        params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    params.setdefault("rope_type", params.get("type", "default"))
+    return params
+
+
+def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelShape:
+    """Build the normalized shape from an HF config.json dict (and generation_config.json when present)."""
+    keys = {**_DEFAULT_KEYS, **spec.config_keys}
+
+    def get(name, default=None):
+        value = config.get(keys[name], default)
+        if value is None and default is None:
+            raise UnsupportedModelError(f"config.json lacks '{keys[name]}' needed for {spec.model_type}")
+        return value
+
+    hidden = int(get("hidden_size"))
+    heads = int(get("num_heads"))
+    kv_heads = int(config.get(keys["num_kv_heads"]) or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    intermediate = config.get(keys["intermediate_size"]) or 4 * hidden
+    if spec.positions == "rope":
+        rope = rope_parameters(config)
+        rope_type = rope.get("rope_type", "default")
+        if rope_type not in STATIC_ROPE_TYPES:
+            raise UnsupportedModelError(
+                f"rope type '{rope_type}' is not supported (supported: {', '.join(STATIC_ROPE_TYPES)})"
+            )
+        rotary_dim = int(head_dim * float(config.get("partial_rotary_factor") or 1.0))
+        rope_theta = float(rope.get("rope_theta", 10000.0))
+    else:
+        rope_type, rotary_dim, rope_theta = "none", 0, 0.0
+    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    gen = generation or {}
+    eos = _ids(gen.get("eos_token_id", config.get("eos_token_id")))
+    bos = gen.get("bos_token_id", config.get("bos_token_id"))
+    pad = gen.get("pad_token_id", config.get("pad_token_id"))
+    return ModelShape(
+        model_type=spec.model_type,
+        num_layers=int(get("num_layers")),
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        hidden_size=hidden,
+        intermediate_size=int(intermediate),
+        vocab_size=int(get("vocab_size")),
+        context_length=int(get("context_length")),
+        norm_eps=float(get("norm_eps")),
+        rotary_dim=rotary_dim,
+        rope_theta=rope_theta,
+        rope_type=rope_type,
+        sliding_window=int(window) if window else None,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_ids=eos,
+        pad_token_id=None if pad is None else int(_ids(pad)[0]),
+    )
