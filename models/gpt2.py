@@ -28,7 +28,7 @@ SPEC = ArchSpec(
         "final_norm.bias": "transformer.ln_f.bias",
         "lm_head.weight": "lm_head.weight",
     },
-    ignore_suffixes=("attn.bias", "attn.masked_bias"),
+    ignore_suffixes=(".attn.bias", ".attn.masked_bias"),  # causal-mask buffers in older transformers
     config_keys={
         "num_layers": "n_layer",
         "num_heads": "n_head",

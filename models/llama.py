@@ -32,5 +32,5 @@ SPEC = ArchSpec(
     mlp="gated",
     activation="silu",
     weights=LLAMA_WEIGHTS,
-    ignore_suffixes=("rotary_emb.inv_freq",),
+    ignore_suffixes=(".rotary_emb.inv_freq",),
 )

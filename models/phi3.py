@@ -19,5 +19,5 @@ SPEC = ArchSpec(
         "final_norm.weight": "model.norm.weight",
         "lm_head.weight": "lm_head.weight",
     },
-    ignore_suffixes=("rotary_emb.inv_freq",),
+    ignore_suffixes=(".rotary_emb.inv_freq",),
 )

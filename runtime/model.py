@@ -1,0 +1,85 @@
+"""`load()` an exported folder into an EdgeModel: manifest checked, files verified, session ready."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnx_edge.errors import GenerationError
+from onnx_edge.manifest import Manifest, read_manifest, verify_files
+from onnx_edge.models.spec import ModelShape
+from onnx_edge.runtime.chat import load_chat_template, render_chat
+from onnx_edge.runtime.generate import Chunk, Response, generate_batch, stream_generate
+from onnx_edge.runtime.providers import resolve_provider
+from onnx_edge.runtime.sampling import SamplingParams
+from onnx_edge.runtime.session import DecoderSession
+from onnx_edge.runtime.tokenizer import TokenizerInfo, load_tokenizer
+
+
+@dataclass
+class EdgeModel:
+    folder: Path
+    manifest: Manifest
+    shape: ModelShape
+    session: DecoderSession
+    tok: TokenizerInfo
+    chat_template: str | None
+    provider: str
+    eos_ids: set[int] = field(default_factory=set)
+
+    @property
+    def tokenizer(self):
+        return self.tok.tokenizer
+
+    def encode(self, prompt: str | None = None, messages: list[dict] | None = None, chat: bool | None = None) -> list[int]:
+        """Token ids for a plain prompt, or a chat rendered with the model's template."""
+        if messages is None:
+            if not isinstance(prompt, str) or not prompt:
+                raise GenerationError("prompt is empty")
+            use_chat = self.chat_template is not None if chat is None else chat
+            if not use_chat:
+                return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+            messages = [{"role": "user", "content": prompt}]
+        if self.chat_template is None:
+            raise GenerationError("this model has no chat template; pass a plain prompt (--no-chat)")
+        text = render_chat(self.chat_template, messages, add_generation_prompt=True,
+                           bos_token=self.tok.bos_token, eos_token=self.tok.eos_token)
+        # The template already wrote the special tokens.
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def generate(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
+                 max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
+                 cancel=None, **sampling) -> Response:
+        """Generate for one prompt (or chat `messages`); sampling keywords go to SamplingParams."""
+        ids = self.encode(prompt, messages, chat)
+        return generate_batch(self, [ids], SamplingParams(**sampling), max_new_tokens, stop, truncate, cancel)[0]
+
+    def stream(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
+               max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
+               cancel=None, **sampling) -> Iterator[Chunk]:
+        """Yield text pieces as they are generated; the last chunk carries the full Response."""
+        ids = self.encode(prompt, messages, chat)
+        return stream_generate(self, ids, SamplingParams(**sampling), max_new_tokens, stop, truncate, cancel)
+
+    def generate_batch(self, prompts: list[str], *, chat: bool | None = None, max_new_tokens: int = 128,
+                       stop: list[str] | tuple[str, ...] = (), truncate: bool = False, **sampling) -> list[Response]:
+        """Several prompts in one left-padded batch; each response equals its own batch-1 run."""
+        if not prompts:
+            raise GenerationError("no prompts given")
+        ids = [self.encode(p, None, chat) for p in prompts]
+        return generate_batch(self, ids, SamplingParams(**sampling), max_new_tokens, stop, truncate, None)
+
+
+def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True, threads: int | None = None) -> EdgeModel:
+    """Open an exported folder: manifest schema, file sizes and sha256 (with verify) are checked first."""
+    folder = Path(path).expanduser()
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest, check_hashes=verify)
+    shape = ModelShape.from_dict(manifest.architecture)
+    chosen = resolve_provider(provider)
+    tok = load_tokenizer(folder, manifest.tokenizer.get("file", "tokenizer.json"))
+    session = DecoderSession(folder, manifest, chosen, threads=threads)
+    return EdgeModel(folder=folder, manifest=manifest, shape=shape, session=session, tok=tok,
+                     chat_template=load_chat_template(folder), provider=chosen, eos_ids=set(shape.eos_token_ids))

@@ -1,0 +1,143 @@
+"""Choose the next token from logits: greedy, temperature, top-k, top-p, min-p, repetition penalty.
+
+Pure numpy so the runtime stays torch-free; each sampler owns its RNG so one seed reproduces a run.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from onnx_edge.errors import GenerationError
+
+
+def _is_real(value) -> bool:
+    # bool is an int subclass; True as a temperature is a caller bug, not 1.0.
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_penalty(penalty) -> None:
+    if not _is_real(penalty) or not math.isfinite(penalty) or penalty <= 0:
+        raise GenerationError(f"repetition_penalty must be a finite number > 0, got {penalty!r}")
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens; the defaults are plain greedy decoding."""
+
+    temperature: float = 0.0  # 0 = greedy (argmax); everything else below is then ignored
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1 = off
+    seed: int | None = None  # None = fresh OS entropy each sampler
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise GenerationError naming the first bad field; fields can be reassigned, so callers re-check."""
+        t = self.temperature
+        # `not x >= 0` is also true for NaN, so NaN never slips through a range check.
+        if not _is_real(t) or not math.isfinite(t) or not t >= 0:
+            raise GenerationError(f"temperature must be a finite number >= 0, got {t!r}")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise GenerationError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        p = self.top_p
+        if not _is_real(p) or not (0 < p <= 1):
+            raise GenerationError(f"top_p must be a number in (0, 1], got {p!r}")
+        m = self.min_p
+        if not _is_real(m) or not (0 <= m < 1):
+            raise GenerationError(f"min_p must be a number in [0, 1), got {m!r}")
+        _check_penalty(self.repetition_penalty)
+        # numpy's SeedSequence rejects negative seeds; say so in our terms instead.
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise GenerationError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+
+
+def _check_logits(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits)
+    if x.ndim != 2 or x.shape[-1] == 0:
+        raise ValueError(f"logits must have shape (batch, vocab), got {x.shape}")
+    return x
+
+
+def _greedy(logits: np.ndarray) -> np.ndarray:
+    return np.argmax(_check_logits(logits), axis=-1).astype(np.int64)
+
+
+def filtered_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Probabilities (float64, rows sum to 1) after temperature, top-k, top-p and min-p; needs temperature > 0."""
+    z = _check_logits(logits).astype(np.float64) / params.temperature
+    vocab = z.shape[-1]
+    if 0 < params.top_k < vocab:
+        # k-th largest per row; ties with it are kept, as Hugging Face does.
+        kth = np.partition(z, vocab - params.top_k, axis=-1)[:, vocab - params.top_k, None]
+        z = np.where(z >= kth, z, -np.inf)
+    top = z.max(axis=-1, keepdims=True)
+    if not np.isfinite(top).all():
+        raise ValueError("every row of logits needs a finite maximum (got NaN, +inf or an all -inf row)")
+    probs = np.exp(z - top)  # subtracting the max keeps exp from overflowing; -inf becomes 0
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        # Keep a token while the mass before it is still short of top_p: the smallest set reaching
+        # top_p, and the top token always (the mass before it is 0 < top_p).
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p
+        keep = np.empty_like(sorted_p, dtype=bool)
+        np.put_along_axis(keep, order, before < params.top_p, axis=-1)
+        probs = np.where(keep, probs, 0.0)
+    if params.min_p > 0.0:
+        # Relative to the row's best token, so renormalising above does not change who survives.
+        probs = np.where(probs >= params.min_p * probs.max(axis=-1, keepdims=True), probs, 0.0)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def make_sampler(params: SamplingParams) -> Callable[[np.ndarray], np.ndarray]:
+    """A function (batch, vocab) logits -> (batch,) int64 token ids; same seed and inputs, same ids."""
+    params.validate()
+    if params.temperature == 0:
+        return _greedy
+    rng = np.random.Generator(np.random.PCG64(params.seed))
+
+    def sample(logits: np.ndarray) -> np.ndarray:
+        probs = filtered_probs(logits, params)
+        cdf = np.cumsum(probs, axis=-1)
+        # Inverse-CDF draw for every row at once. (1 - u) lies in (0, 1], so the target is > 0 and
+        # the first index whose cdf reaches it always has nonzero probability.
+        target = (1.0 - rng.random(probs.shape[0]))[:, None] * cdf[:, -1:]
+        return np.argmax(cdf >= target, axis=-1).astype(np.int64)
+
+    return sample
+
+
+def apply_repetition_penalty(
+    logits: np.ndarray, token_history: Sequence[Sequence[int]] | np.ndarray, penalty: float
+) -> np.ndarray:
+    """Hugging Face's penalty: seen tokens' positive logits / penalty, negative ones * penalty; returns a copy."""
+    _check_penalty(penalty)
+    out = np.array(_check_logits(logits), copy=True)
+    if len(token_history) != out.shape[0]:
+        raise ValueError(f"token_history has {len(token_history)} rows but logits has {out.shape[0]}")
+    if penalty == 1.0:
+        return out
+    vocab = out.shape[-1]
+    for row, history in enumerate(token_history):
+        # unique: a token seen five times is penalised once, as in Hugging Face.
+        ids = np.unique(np.asarray(history, dtype=np.int64).reshape(-1))
+        if ids.size == 0:
+            continue
+        if ids[0] < 0 or ids[-1] >= vocab:
+            raise ValueError(f"token_history row {row} has ids outside [0, {vocab})")
+        seen = out[row, ids]
+        out[row, ids] = np.where(seen > 0, seen / penalty, seen * penalty)
+    return out

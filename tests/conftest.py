@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: tiny offline tokenizer and tiny random models (see tests/fixtures.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import TINY_CONFIGS, build_tiny_model, build_tokenizer
+
+
+class TinyModels:
+    """Lazily builds each tiny model once per session. `tiny_models("llama")` or `tiny_models["llama"]`
+    returns the model folder (seed 0). Treat the folders as read-only: they are shared by every test."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self._factory = tmp_path_factory
+        self._dirs: dict[str, Path] = {}
+
+    def __call__(self, model_type: str) -> Path:
+        if model_type not in TINY_CONFIGS:
+            raise KeyError(f"no tiny model {model_type!r}; have {sorted(TINY_CONFIGS)}")
+        if model_type not in self._dirs:
+            folder = self._factory.mktemp(f"tiny-{model_type}")
+            self._dirs[model_type] = build_tiny_model(model_type, folder, seed=0)
+        return self._dirs[model_type]
+
+    __getitem__ = __call__
+
+    def __iter__(self):
+        return iter(sorted(TINY_CONFIGS))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    return TinyModels(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-tokenizer")
+    build_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", params=sorted(TINY_CONFIGS))
+def tiny_model_dir(request, tiny_models) -> Path:
+    """Parametrized over every architecture: the saved tiny model folder."""
+    return tiny_models(request.param)
