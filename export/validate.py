@@ -30,6 +30,17 @@ class ValidationReport:
         return asdict(self)
 
 
+def _cache_kw(model) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_out(result):
+    return getattr(result, "cache", None) or result.past_key_values
+
+
 def validate(loaded, session: DecoderSession, decode_steps: int = 3, greedy_tokens: int = 16,
              on_step=None) -> ValidationReport:
     import torch
@@ -52,8 +63,8 @@ def validate(loaded, session: DecoderSession, decode_steps: int = 3, greedy_toke
             mask = np.ones((1, past_len + n), dtype=np.int64)
             pos = np.arange(past_len, past_len + n, dtype=np.int64)[None]
             t_res = model(input_ids=torch.from_numpy(tokens), attention_mask=torch.from_numpy(mask),
-                          position_ids=torch.from_numpy(pos), past_key_values=t_cache, use_cache=True)
-            t_out, t_cache = t_res.logits.float().numpy(), t_res.past_key_values
+                          position_ids=torch.from_numpy(pos), use_cache=True, **{_cache_kw(model): t_cache})
+            t_out, t_cache = t_res.logits.float().numpy(), _cache_out(t_res)
             o_out, o_cache = session.forward(tokens, mask, pos, o_cache)
             diffs.append(float(np.max(np.abs(t_out - o_out))))
             ref_max = max(ref_max, float(np.max(np.abs(t_out))))
@@ -88,9 +99,9 @@ def _greedy_torch(model, ids: np.ndarray, n: int) -> tuple[list[int], list[np.nd
     for _ in range(n):
         s = tokens.shape[1]
         res = model(input_ids=tokens, attention_mask=torch.ones(1, past + s, dtype=torch.long),
-                    position_ids=torch.arange(past, past + s)[None], past_key_values=cache, use_cache=True)
+                    position_ids=torch.arange(past, past + s)[None], use_cache=True, **{_cache_kw(model): cache})
         last = res.logits[0, -1].float().numpy()
-        cache, past = res.past_key_values, past + s
+        cache, past = _cache_out(res), past + s
         out.append(int(np.argmax(last)))
         logits_seen.append(last)
         tokens = torch.tensor([[out[-1]]])

@@ -47,3 +47,27 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 def tiny_model_dir(request, tiny_models) -> Path:
     """Parametrized over every architecture: the saved tiny model folder."""
     return tiny_models(request.param)
+
+
+class ExportedModels:
+    """Each tiny model exported (fp32, validated) once per session. Read-only: copy before tampering."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, tiny: TinyModels):
+        self._factory, self._tiny = tmp_path_factory, tiny
+        self._dirs: dict[str, Path] = {}
+
+    def __call__(self, model_type: str) -> Path:
+        if model_type not in self._dirs:
+            from onnx_edge.export import export
+
+            out = self._factory.mktemp(f"onnx-{model_type}") / "model"
+            export(str(self._tiny(model_type)), out)
+            self._dirs[model_type] = out
+        return self._dirs[model_type]
+
+    __getitem__ = __call__
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory, tiny_models) -> ExportedModels:
+    return ExportedModels(tmp_path_factory, tiny_models)
