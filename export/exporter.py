@@ -95,8 +95,12 @@ def check_output(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputError(f"{out}: folder exists and is not empty (use --force to replace it)")
     parent = out.parent
-    if not parent.is_dir():
-        raise OutputError(f"{parent}: parent folder does not exist")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{parent}: is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create ({exc.strerror})") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable")
 
