@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata as md
 import os
-import shutil
 from pathlib import Path
 
 import onnx
@@ -15,6 +14,7 @@ from onnx_edge.errors import OutputError, ValidationError
 from onnx_edge.manifest import IOSpec, Manifest, write_manifest
 from onnx_edge.models import get_spec, shape_from_config
 from onnx_edge.progress import Steps
+from onnx_edge.staging import check_output, staged_folder
 
 SUPPORTED_OPSETS = range(17, 22)
 DATA_FILE = "model.onnx.data"
@@ -38,7 +38,6 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     spec = get_spec(read_model_type(src))  # fails fast on an unsupported architecture
 
     steps = Steps(6 if validate else 5, enabled=progress, title="export")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         with steps.step("load model"):
             loaded = load_model(src)
@@ -50,76 +49,49 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
             io = IOSpec(position_ids="position_ids")
             proto = build_decoder(spec, shape, weights, rope, opset=opset, io=io, producer_version=onnx_edge.__version__)
             del weights
-        with steps.step("save"):
-            tmp.mkdir(parents=True)
-            save_model(proto, tmp)
-            del proto
-            save_tokenizer_files(loaded, tmp)
-        manifest = Manifest(
-            architecture=shape.to_dict(), io=io, precision="fp32", provider="cpu", opset=opset,
-            tokenizer={"file": "tokenizer.json", "chat_template": _chat_template_file(tmp)},
-            provenance={
-                "source": src.text, "source_kind": src.kind, "source_sha256": source_sha256(src),
-                "exporter": f"onnx-edge-kit {onnx_edge.__version__}",
-                "libraries": _versions("torch", "transformers", "onnx", "onnxruntime", "gguf", "tokenizers"),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
-        if validate:
-            with steps.step("validate"):
-                from onnx_edge.export.validate import validate as run_validation
-                from onnx_edge.runtime.session import DecoderSession
-
-                report = run_validation(loaded, DecoderSession(tmp, manifest, "cpu"))
-                manifest.validation = report.to_dict()
-                if not report.passed:
-                    raise ValidationError(
-                        f"validation failed: max |ONNX - PyTorch| = {report.max_abs_diff:.3g} "
-                        f"(tolerance {report.tolerance:.3g}), greedy match: {report.greedy_match}; no output written"
-                    )
-        with steps.step("manifest"):
-            manifest.provenance["export_seconds"] = steps.times
-            write_manifest(tmp, manifest)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives, whatever stopped us
-        raise
+        with staged_folder(out) as tmp:
+            with steps.step("save"):
+                save_model(proto, tmp)
+                del proto
+                save_tokenizer_files(loaded, tmp)
+            manifest = Manifest(
+                architecture=shape.to_dict(), io=io, precision="fp32", provider="cpu", opset=opset,
+                tokenizer={"file": "tokenizer.json", "chat_template": _chat_template_file(tmp)},
+                provenance={
+                    "source": src.text, "source_kind": src.kind, "source_sha256": source_sha256(src),
+                    "exporter": f"onnx-edge-kit {onnx_edge.__version__}",
+                    "libraries": _versions("torch", "transformers", "onnx", "onnxruntime", "gguf", "tokenizers"),
+                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
+            if validate:
+                with steps.step("validate"):
+                    manifest.validation = _validate(loaded, tmp, manifest)
+            with steps.step("manifest"):
+                manifest.provenance["export_seconds"] = steps.times
+                write_manifest(tmp, manifest)
     finally:
         steps.close()
     return manifest
 
 
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"{out}: folder exists and is not empty (use --force to replace it)")
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{parent}: is a file, not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{parent}: cannot create ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{parent}: not writable")
+def _validate(loaded, folder: Path, manifest: Manifest) -> dict:
+    from onnx_edge.export.validate import validate as run_validation
+    from onnx_edge.runtime.session import DecoderSession
+
+    report = run_validation(loaded, DecoderSession(folder, manifest, "cpu"))
+    if not report.passed:
+        raise ValidationError(
+            f"validation failed: max |ONNX - PyTorch| = {report.max_abs_diff:.3g} "
+            f"(tolerance {report.tolerance:.3g}), greedy match: {report.greedy_match}; no output written"
+        )
+    return report.to_dict()
 
 
 def save_model(proto: onnx.ModelProto, folder: Path) -> None:
     """Weights go to one external data file; the graph file stays small and readable."""
     onnx.save_model(proto, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
                     location=DATA_FILE, size_threshold=1024)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Swap the finished folder in; an old folder (--force) is removed only after the swap."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _chat_template_file(folder: Path) -> str | None:
