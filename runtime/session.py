@@ -15,7 +15,10 @@ KV = list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value), each (B, kv_
 
 
 class DecoderSession:
-    def __init__(self, folder: Path, manifest: Manifest, provider: str = "cpu", threads: int | None = None):
+    def __init__(self, folder: Path, manifest: Manifest, provider: str = "cpu", threads: int | None = None,
+                 model_bytes: bytes | None = None):
+        """`model_bytes` runs an in-memory graph (weights embedded) under the folder's manifest: quantize's
+        sensitivity search tries many graphs without writing each to disk."""
         ort = import_ort()
         self.manifest = manifest
         self.shape = ModelShape.from_dict(manifest.architecture)
@@ -25,7 +28,8 @@ class DecoderSession:
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
-        self.session = ort.InferenceSession(str(folder / manifest.model_file), sess_options=opts,
+        model = model_bytes if model_bytes is not None else str(folder / manifest.model_file)
+        self.session = ort.InferenceSession(model, sess_options=opts,
                                             providers=[ORT_NAMES[provider]])
         n = self.shape.num_layers
         self.past_names = [(self.io.past_key.format(i=i), self.io.past_value.format(i=i)) for i in range(n)]
