@@ -1,0 +1,167 @@
+"""`quantize()`: an exported fp32 folder -> a quantized folder the runtime loads like any other,
+with the plan and a quality report (KL, top-1, perplexity, size) written into its manifest."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import onnx
+
+import onnx_edge
+from onnx_edge.manifest import MANIFEST_NAME, Manifest, read_manifest, verify_files, write_manifest
+from onnx_edge.progress import Steps
+from onnx_edge.quantize.calibration import FeedReader, decoder_feeds, texts
+from onnx_edge.quantize.config import QuantConfig, QuantizeError
+from onnx_edge.quantize.plan import kept_weights, manual_keep, mean_kl, quantizable, search
+from onnx_edge.quantize.weight_only import quantize_linear_layers, quantize_tables
+from onnx_edge.staging import check_output, staged_folder
+
+DATA_FILE = "model.onnx.data"
+
+
+def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str = "int4", *, force: bool = False,
+             scheme: str | None = None, block_size: int = 32, symmetric: bool = False, accuracy_level: int = 0,
+             algorithm: str = "rtn", calibration: str = "minmax", keep: tuple[str, ...] = (),
+             embeddings: str = "quantize", keep_precision: str | None = None, max_kl: float | None = None,
+             text_file: str | None = None, provider: str = "cpu", context: int = 256, eval_windows: int = 8,
+             calib_windows: int = 4, report: bool = True, progress: bool = False) -> Manifest:
+    """Quantize the fp32 folder `input` into `output` (see DESIGN.md, Quantization)."""
+    cfg = QuantConfig(precision=precision, scheme=scheme, block_size=block_size, symmetric=symmetric,
+                      accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, keep=tuple(keep),
+                      embeddings=embeddings, keep_precision=keep_precision, max_kl=max_kl, provider=provider)
+    src = Path(input).expanduser().absolute()
+    out = Path(output).expanduser().absolute()
+    manifest = read_manifest(src)
+    if manifest.precision != "fp32":
+        raise QuantizeError(f"{src}: is already {manifest.precision}; quantize the fp32 export instead")
+    if out == src:
+        raise QuantizeError("output must differ from the input folder")
+    check_output(out, force)
+    verify_files(src, manifest)
+    calib_text, eval_text, label = texts(text_file)
+
+    steps = Steps(5 + bool(max_kl), enabled=progress, title=f"quantize {precision}")
+    try:
+        with steps.step("load"):
+            model = onnx.load(src / manifest.model_file)
+            from onnx_edge.runtime.session import DecoderSession
+            from onnx_edge.runtime.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(src, manifest.tokenizer.get("file", "tokenizer.json")).tokenizer
+            reader = None
+            if cfg.scheme == "static" or cfg.algorithm == "gptq" or max_kl:
+                from onnx_edge.runtime.quality import token_windows
+
+                calib = token_windows(tokenizer, calib_text, min(context, manifest.architecture["context_length"]),
+                                      calib_windows)
+                reader = FeedReader(decoder_feeds(manifest, calib))
+        names = quantizable(model, include_tables=cfg.embeddings == "quantize" and cfg.precision != "fp16")
+        keep = manual_keep(names, cfg.keep)
+        plan = None
+        if max_kl:
+            with steps.step("sensitivity"):
+                if cfg.scheme != "weight_only":
+                    raise QuantizeError("--max-kl works with weight-only schemes")
+                plan = _sensitivity(model, manifest, src, cfg, names, keep, reader)
+                keep |= kept_weights(plan, [n for n in names if n not in keep])
+                cfg.auto_keep = plan.kept
+        with steps.step("quantize"):
+            qmodel = apply(model, manifest, cfg, names, keep, reader)
+            del model
+        with staged_folder(out) as tmp:
+            with steps.step("save"):
+                onnx.save_model(qmodel, tmp / manifest.model_file, save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
+                del qmodel
+                for f in src.iterdir():
+                    if f.is_file() and f.name not in (MANIFEST_NAME, manifest.model_file, DATA_FILE):
+                        shutil.copy2(f, tmp / f.name)
+            qman = _quantized_manifest(manifest, cfg, names, keep, plan, src)
+            write_manifest(tmp, qman)  # records files so the runtime can load it for the report
+            qman.quantization["size_mb"]["after"] = round(sum(e.size for e in qman.files.values()) / 1e6, 2)
+            if report:
+                with steps.step("quality report"):
+                    from onnx_edge.runtime.quality import compare_sessions, token_windows
+
+                    windows = token_windows(tokenizer, eval_text, min(context, manifest.architecture["context_length"]),
+                                            eval_windows)
+                    ref = DecoderSession(src, manifest, "cpu")
+                    cand = DecoderSession(tmp, qman, "cpu")
+                    quality = compare_sessions(ref, cand, windows, f"{label} (evaluation half)")
+                    qman.quantization["quality"] = quality.to_dict()
+            write_manifest(tmp, qman)
+    finally:
+        steps.close()
+    return qman
+
+
+def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: list[str], keep: set[str],
+          reader) -> onnx.ModelProto:
+    """A quantized copy of `model`: weights in `keep` stay fp32, or go int8 when keep_precision says so."""
+    model = copy.deepcopy(model)
+    if cfg.precision == "fp16":
+        from onnx_edge.quantize.fp16 import to_fp16
+
+        return to_fp16(model, manifest.io.logits)
+    everything = set(names)
+    if keep and cfg.keep_precision == "int8":
+        int8 = dataclasses.replace(cfg, precision="int8", algorithm="rtn", max_kl=None, keep_precision="fp32")
+        model = quantize_linear_layers(model, int8, keep=everything - keep)
+        quantize_tables(model, int8, keep=everything - keep)
+        keep = set()  # now MatMulNBits: the main pass below no longer sees them as MatMul
+    table_keep = keep | (set() if cfg.embeddings == "quantize" else everything)
+    if cfg.scheme != "weight_only":
+        # onnxruntime's int8 quantizer needs every activation's type; infer them while the graph
+        # has standard ops only (inference stops at the contrib ops the tables become).
+        model = onnx.shape_inference.infer_shapes(model)
+    # Tables are weight-only under every scheme: a Gather's input is an index, not an activation.
+    quantize_tables(model, dataclasses.replace(cfg, scheme="weight_only"), keep=table_keep)
+    if cfg.scheme == "weight_only":
+        return quantize_linear_layers(model, cfg, keep, reader)
+    from onnx_edge.quantize.int8 import quantize_int8
+
+    return quantize_int8(model, cfg, keep, reader)
+
+
+def _sensitivity(model, manifest, folder, cfg, names, keep, reader):
+    """Measure KL on the calibration windows for single-unit and whole-model plans."""
+    from onnx_edge.runtime.quality import window_logprobs
+    from onnx_edge.runtime.session import DecoderSession
+
+    windows = [feed[manifest.io.input_ids][0] for feed in reader.feeds]
+    ref = DecoderSession(folder, manifest, "cpu")
+    ref_logps = [window_logprobs(ref, w) for w in windows]
+    del ref
+
+    def measure(keep_set: set[str]) -> float:
+        candidate = apply(model, manifest, dataclasses.replace(cfg, max_kl=None), names, keep_set, reader)
+        session = DecoderSession(folder, manifest, "cpu", model_bytes=candidate.SerializeToString())
+        return mean_kl(ref_logps, [window_logprobs(session, w) for w in windows])
+
+    return search(names, keep, cfg.max_kl, measure)
+
+
+def _quantized_manifest(src: Manifest, cfg: QuantConfig, names, keep, plan, src_folder: Path) -> Manifest:
+    m = copy.deepcopy(src)
+    m.precision = cfg.precision
+    m.provider = cfg.provider
+    if cfg.precision == "fp16":
+        m.io = dataclasses.replace(m.io, kv_dtype="float16")
+    m.validation = None  # PyTorch parity belongs to the fp32 export; the quality report below replaces it
+    m.provenance = dict(src.provenance, quantized_from=str(src_folder),
+                        quantizer=f"onnx-edge-kit {onnx_edge.__version__}",
+                        export_validation=src.validation)
+    m.quantization = {
+        "config": cfg.to_dict(),
+        "weights": {n: ("fp32" if n in keep and cfg.keep_precision == "fp32" else
+                        "int8" if n in keep else cfg.precision) for n in names},
+        "kept_patterns": list(cfg.keep),
+        "sensitivity": plan.to_dict() if plan else None,
+        "calibration_text": "pydoc_data.topics (calibration half)" if cfg.scheme == "static" or plan else None,
+        "size_mb": {"before": round(sum(e.size for e in src.files.values()) / 1e6, 2)},
+    }
+    return m

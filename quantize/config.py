@@ -1,0 +1,86 @@
+"""Quantization options as one validated dataclass; every field is written into the manifest so the
+runtime and later readers never guess from file names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from onnx_edge.errors import EdgeError
+
+PRECISIONS = ("int8", "int4", "fp16")
+SCHEMES = {"int8": ("weight_only", "dynamic", "static"), "int4": ("weight_only",), "fp16": ("cast",)}
+ALGORITHMS = ("rtn", "hqq", "gptq")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+BLOCK_SIZES = (16, 32, 64, 128)
+ACCURACY_LEVELS = (0, 1, 4)
+# What each target provider can run (onnxruntime contrib-op support per execution provider).
+PROVIDER_SUPPORT = {
+    "cpu": {("int8", "weight_only"), ("int8", "dynamic"), ("int8", "static"), ("int4", "weight_only")},
+    "cuda": {("int8", "weight_only"), ("int4", "weight_only"), ("fp16", "cast")},
+    "dml": {("int4", "weight_only"), ("fp16", "cast")},
+}
+
+
+class QuantizeError(EdgeError):
+    """Invalid quantization options or input folder."""
+
+
+@dataclass
+class QuantConfig:
+    precision: str
+    scheme: str | None = None  # default: weight_only for int8/int4, cast for fp16
+    block_size: int = 32
+    symmetric: bool = False
+    accuracy_level: int = 0  # MatMulNBits: 0 unset (fp32 compute), 1 fp32, 4 int8 activations
+    algorithm: str = "rtn"
+    calibration: str = "minmax"  # static int8 only
+    keep: tuple[str, ...] = ()  # glob patterns of weights left at fp32
+    embeddings: str = "quantize"  # "quantize" (embedding + lm_head) or "keep" (fp32)
+    max_kl: float | None = None  # automatic mixed precision budget
+    keep_precision: str | None = None  # what kept weights become: "int8" (default under int4) or "fp32"
+    provider: str = "cpu"
+    auto_keep: list[str] = field(default_factory=list)  # filled by the sensitivity search
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise QuantizeError(f"unknown precision '{self.precision}' (choose {', '.join(PRECISIONS)})")
+        self.scheme = self.scheme or SCHEMES[self.precision][0]
+        if self.scheme not in SCHEMES[self.precision]:
+            raise QuantizeError(f"scheme '{self.scheme}' does not apply to {self.precision} "
+                                f"(choose {', '.join(SCHEMES[self.precision])})")
+        if self.block_size not in BLOCK_SIZES:
+            raise QuantizeError(f"block size {self.block_size} is not supported (choose {', '.join(map(str, BLOCK_SIZES))})")
+        if self.accuracy_level not in ACCURACY_LEVELS:
+            raise QuantizeError(f"accuracy level {self.accuracy_level} is not supported (choose 0, 1 or 4)")
+        if self.algorithm not in ALGORITHMS:
+            raise QuantizeError(f"unknown algorithm '{self.algorithm}' (choose {', '.join(ALGORITHMS)})")
+        if self.algorithm != "rtn" and self.scheme != "weight_only":
+            raise QuantizeError(f"algorithm '{self.algorithm}' applies to weight-only schemes only")
+        if self.algorithm == "gptq" and self.precision != "int4":
+            raise QuantizeError("gptq is available for int4 only (onnxruntime's GPTQ packs 4-bit weights)")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise QuantizeError(f"unknown calibration method '{self.calibration}' (choose {', '.join(CALIBRATION_METHODS)})")
+        if self.embeddings not in ("quantize", "keep"):
+            raise QuantizeError("embeddings must be 'quantize' or 'keep'")
+        if self.max_kl is not None and not (self.max_kl > 0):
+            raise QuantizeError(f"--max-kl must be a positive number, got {self.max_kl}")
+        if self.max_kl is not None and self.precision == "fp16":
+            raise QuantizeError("--max-kl applies to int8/int4 only")
+        if self.provider not in PROVIDER_SUPPORT:
+            raise QuantizeError(f"unknown provider '{self.provider}' (choose {', '.join(PROVIDER_SUPPORT)})")
+        if (self.precision, self.scheme) not in PROVIDER_SUPPORT[self.provider]:
+            able = sorted(f"{p} {s}" for p, s in PROVIDER_SUPPORT[self.provider])
+            raise QuantizeError(f"{self.precision} {self.scheme} is not supported on provider '{self.provider}' "
+                                f"(it runs: {', '.join(able)})")
+        self.keep = tuple(self.keep)
+        if self.keep_precision is None:
+            self.keep_precision = "int8" if self.precision == "int4" else "fp32"
+        if self.keep_precision not in ("int8", "fp32") or (self.keep_precision == "int8" and self.precision != "int4"):
+            raise QuantizeError("kept weights can be int8 (under int4) or fp32")
+
+    @property
+    def bits(self) -> int:
+        return {"int4": 4, "int8": 8, "fp16": 16}[self.precision]
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,48 @@
+"""int8 with quantized activations: dynamic (scales computed per call) and static QDQ (scales from
+calibration text), both from onnxruntime.quantization, on the linear layers only (MatMul with a
+constant weight): attention's activation-by-activation MatMuls stay fp32."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from onnx_edge.quantize.config import QuantConfig
+from onnx_edge.quantize.graph_edit import matmul_weights
+
+HIDDEN_GEMM = "GemmHiddenFromQuantizer"
+
+
+def quantize_int8(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str], reader=None) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    weights = matmul_weights(model)
+    include = [node.name for name, node in weights.items() if name not in keep]
+    exclude = [node.name for name, node in weights.items() if name in keep]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        # onnxruntime's quantizer rewrites every Gemm into MatMul with a transposed weight copy; a kept
+        # lm_head Gemm shares its table with the embedding, so hide it from the quantizer.
+        for node in model.graph.node:
+            if node.op_type == "Gemm":
+                node.op_type = HIDDEN_GEMM
+        onnx.save_model(model, src, save_as_external_data=True, location="in.onnx.data")
+        common = dict(op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_quantize=include,
+                      nodes_to_exclude=exclude, use_external_data_format=True,
+                      extra_options={"MatMulConstBOnly": True})
+        if cfg.scheme == "dynamic":
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **common)
+        else:
+            method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                      "entropy": CalibrationMethod.Entropy}[cfg.calibration]
+            quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=method, **common)
+        out = onnx.load(dst)
+    for node in out.graph.node:
+        if node.op_type == HIDDEN_GEMM:
+            node.op_type = "Gemm"
+    return out
