@@ -33,7 +33,8 @@ def quantize_int8(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str], read
         onnx.save_model(model, src, save_as_external_data=True, location="in.onnx.data")
         common = dict(op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_quantize=include,
                       nodes_to_exclude=exclude, use_external_data_format=True,
-                      extra_options={"MatMulConstBOnly": True})
+                      # Contrib ops (fused attention) stop onnx's type inference; our activations are all fp32.
+                      extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
         if cfg.scheme == "dynamic":
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **common)
         else:

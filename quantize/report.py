@@ -1,0 +1,38 @@
+"""The text printed after every quantize: plan, sizes, and what it cost in quality."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from onnx_edge.manifest import Manifest
+
+
+def format_report(path, m: Manifest) -> str:
+    q = m.quantization
+    cfg = q["config"]
+    counts = Counter(q["weights"].values())
+    plan = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+    scheme = f"{cfg['precision']} {cfg['scheme']}"
+    if cfg["scheme"] == "weight_only":
+        scheme += (f", {cfg['algorithm']}, block {cfg['block_size']}, "
+                   f"{'symmetric' if cfg['symmetric'] else 'asymmetric'}, accuracy level {cfg['accuracy_level']}")
+    elif cfg["scheme"] == "static":
+        scheme += f", calibration {cfg['calibration']}"
+    size = q["size_mb"]
+    lines = [f"quantized to {path}",
+             f"  scheme       {scheme} (target provider {cfg['provider']})",
+             f"  weights      {plan}",
+             f"  size         {size['before']:.1f} MB -> {size['after']:.1f} MB ({size['after'] / size['before']:.0%})"]
+    sens = q.get("sensitivity")
+    if sens:
+        kept = ", ".join(sens["kept"]) or "none"
+        status = "met" if sens["met"] else "NOT met (every unit already kept)"
+        lines.append(f"  auto plan    budget KL {sens['budget']:g}: keeps {kept} at {cfg['keep_precision']}; "
+                     f"calibration KL {sens['plan_kl']:.5f} ({status})")
+    quality = q.get("quality")
+    if quality:
+        lines += [f"  quality      KL {quality['kl']:.5f}, top-1 agreement {quality['top1']:.2%}, "
+                  f"perplexity {quality['perplexity']:.3f} vs {quality['perplexity_reference']:.3f} fp32 "
+                  f"({quality['perplexity'] / quality['perplexity_reference'] - 1:+.2%})",
+                  f"  evaluated on {quality['tokens']} tokens of {quality['text']}; {quality['scoring']}"]
+    return "\n".join(lines)
