@@ -110,7 +110,7 @@ def _fetch_hub(repo_id: str) -> Path:
             "*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"])
     except Exception as exc:  # offline, unknown repo, gated repo, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"cannot fetch '{repo_id}' from the Hugging Face Hub: {reason[:200]}") from None
+        raise SourceError(f"cannot fetch '{repo_id}' from the Hugging Face Hub: {reason[:400]}") from None
     path = Path(folder)
     _check_folder(path)
     return path

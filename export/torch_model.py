@@ -43,8 +43,11 @@ def load_model(source: Source) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise SourceError(f"{source.text}: transformers could not load it ({str(exc).splitlines()[0][:200]})") from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # corrupt safetensors/GGUF, config errors: all a problem with the input files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"{source.text}: could not be loaded ({type(exc).__name__}: {first[:300]})") from None
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{source.text}: only fast (tokenizer.json) tokenizers are supported")
     model.eval()

@@ -23,6 +23,8 @@ def supported_model_types() -> list[str]:
 
 
 def get_spec(model_type: str) -> ArchSpec:
+    if not isinstance(model_type, str):
+        raise UnsupportedModelError(f"model_type must be a string, got {model_type!r}")
     name = REMAP.get(model_type, model_type)
     if not name or not name.isidentifier() or name in _NOT_ARCH or name not in supported_model_types():
         raise UnsupportedModelError(

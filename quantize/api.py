@@ -38,8 +38,8 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
     manifest = read_manifest(src)
     if manifest.precision != "fp32":
         raise QuantizeError(f"{src}: is already {manifest.precision}; quantize the fp32 export instead")
-    if out == src:
-        raise QuantizeError("output must differ from the input folder")
+    if out == src or out in src.parents:
+        raise QuantizeError(f"{out}: the output would replace the input folder; choose another folder")
     check_output(out, force)
     verify_files(src, manifest)
     calib_text, eval_text, label = texts(text_file)

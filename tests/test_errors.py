@@ -288,8 +288,6 @@ def _leaked_types():
     return (SafetensorError, AttributeError)
 
 
-@pytest.mark.xfail(strict=True, raises=_leaked_types(), reason="product bug: these leak a plain exception "
-                   "(SafetensorError / AttributeError) instead of an EdgeError; see KNOWN_BUGS")
 @pytest.mark.parametrize("name, setup, expected", KNOWN_BUGS, ids=[c[0] for c in KNOWN_BUGS])
 def test_export_error_types_known_bugs(name, setup, expected, tmp_path, source_copy, monkeypatch):
     from onnx_edge.export import export
@@ -408,8 +406,6 @@ def test_error_mid_export_leaves_nothing(tiny_models, tmp_path, monkeypatch):
     assert not out.exists() and leftovers(out) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="product bug: staging.replace_folder moves the old folder aside and does not "
-                   "move it back when the final rename fails, so a --force output vanishes into .NAME.old-PID")
 def test_failed_swap_keeps_forced_output(tiny_models, tmp_path, monkeypatch):
     import os
 
@@ -563,9 +559,6 @@ BAD_SHAPES = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=(AttributeError, TypeError, KeyError),
-                   reason="product bug: Manifest.from_dict does not type-check files/io/tokenizer/architecture, "
-                          "so these raise AttributeError/TypeError instead of ManifestError")
 @pytest.mark.parametrize("change", list(BAD_SHAPES))
 def test_malformed_manifest_fields_are_manifest_errors(change, model_copy):
     from onnx_edge.runtime import load
@@ -675,3 +668,19 @@ def test_chat_without_template(exported, tmp_path):
         pytest.skip("the chat template also lives elsewhere in this tokenizer_config.json")
     raises_exactly(GenerationError, model.generate, "hello", chat=True)
     assert model.generate("hello", max_new_tokens=2).generated_tokens <= 2  # chat=None -> plain prompt
+
+
+def test_export_onto_its_own_source_is_refused(tiny_models, tmp_path):
+    """`export SRC -o SRC --force` once deleted the source weights."""
+    import shutil
+
+    from onnx_edge.errors import OutputError
+    from onnx_edge.export import export
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_models("llama"), src)
+    before = sorted(p.name for p in src.iterdir())
+    for out in (src, tmp_path):
+        with pytest.raises(OutputError, match="replace the source"):
+            export(str(src), out, force=True)
+    assert sorted(p.name for p in src.iterdir()) == before

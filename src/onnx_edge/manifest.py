@@ -39,6 +39,15 @@ class IOSpec:
     kv_layout: str = "batch,kv_heads,seq,head_dim"
     kv_dtype: str = "float32"
     logits_dtype: str = "float32"
+    # Added later within schema 1.0 (the defaults describe every older folder):
+    # "concat": present = Concat(past, new), past grows by the new tokens every step.
+    # "shared_buffer": the graph also accepts past = present = one preallocated (batch, kv_heads, capacity,
+    #   head_dim) buffer per tensor, bound to the same memory; it writes the new tokens at rows
+    #   [total - sequence, total) where total = attention_mask's length. Feeding it "concat"-style still works.
+    kv_mode: str = "concat"
+    # Name of the optional int64 scalar input that limits the logits to the last N positions (0 = all,
+    # the default when not fed); None when the graph has no such input.
+    logits_to_keep: str | None = None
 
 
 @dataclass
@@ -46,6 +55,9 @@ class Manifest:
     architecture: dict[str, Any]
     io: IOSpec = field(default_factory=IOSpec)
     model_file: str = "model.onnx"
+    # Which emitter wrote model.onnx: "reference" (plain ONNX ops) or "fused" (onnxruntime contrib ops:
+    # GroupQueryAttention, RotaryEmbedding, Skip*LayerNormalization, FastGelu). Older folders: "reference".
+    graph: str = "reference"
     precision: str = "fp32"
     provider: str = "cpu"
     opset: int = 17
@@ -75,16 +87,56 @@ class Manifest:
             )
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        _expect(data, "io", dict, required=False)
+        _expect(data, "files", dict)
+        _expect(data, "tokenizer", dict, required=False)
+        _expect(data, "provenance", dict, required=False)
+        _expect(data, "architecture", dict)
+        for key in ("quantization", "validation"):
+            if data.get(key) is not None:
+                _expect(data, key, dict)
+        io_fields = {f.name for f in dataclasses.fields(IOSpec)}
         try:
-            kwargs["io"] = IOSpec(**{k: v for k, v in data.get("io", {}).items()
-                                     if k in {f.name for f in dataclasses.fields(IOSpec)}})
-            kwargs["files"] = {name: FileEntry(**entry) for name, entry in data.get("files", {}).items()}
+            kwargs["io"] = IOSpec(**{k: v for k, v in data.get("io", {}).items() if k in io_fields})
+            files = {}
+            for name, entry in data["files"].items():
+                if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                        and isinstance(entry.get("size"), int)):
+                    raise ManifestError(f"malformed manifest: files[{name!r}] needs a sha256 string and an integer size")
+                files[name] = FileEntry(sha256=entry["sha256"], size=entry["size"])
+            kwargs["files"] = files
             manifest = cls(**kwargs)
         except TypeError as exc:
             raise ManifestError(f"malformed manifest: {exc}") from None
-        if not isinstance(manifest.architecture, dict) or "num_layers" not in manifest.architecture:
-            raise ManifestError("malformed manifest: 'architecture' lacks num_layers")
+        _check_architecture(manifest.architecture)
+        if not isinstance(manifest.model_file, str) or not manifest.model_file:
+            raise ManifestError("malformed manifest: 'model_file' must be a file name")
         return manifest
+
+
+def _expect(data: dict, key: str, kind: type, required: bool = True) -> None:
+    if key not in data:
+        if required:
+            raise ManifestError(f"malformed manifest: '{key}' is missing")
+        return
+    if not isinstance(data[key], kind):
+        raise ManifestError(f"malformed manifest: '{key}' must be a JSON {'object' if kind is dict else kind.__name__}")
+
+
+def _check_architecture(arch: dict) -> None:
+    """Every ModelShape field present with a plausible type, so no reader fails later with a KeyError."""
+    from onnx_edge.models.spec import ModelShape
+
+    ints = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size", "intermediate_size",
+            "vocab_size", "context_length")
+    for name in ModelShape.__dataclass_fields__:
+        if name not in arch:
+            raise ManifestError(f"malformed manifest: architecture lacks '{name}'")
+    for name in ints:
+        if isinstance(arch[name], bool) or not isinstance(arch[name], int) or arch[name] <= 0:
+            raise ManifestError(f"malformed manifest: architecture.{name} must be a positive integer")
+    if not isinstance(arch["eos_token_ids"], list) or not all(isinstance(t, int) for t in arch["eos_token_ids"]):
+        raise ManifestError("malformed manifest: architecture.eos_token_ids must be a list of integers")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -49,6 +49,11 @@ def replace_folder(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)  # put the user's folder back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
