@@ -17,7 +17,7 @@ from onnx_edge.progress import Steps
 from onnx_edge.quantize.calibration import FeedReader, decoder_feeds, texts
 from onnx_edge.quantize.config import QuantConfig, QuantizeError
 from onnx_edge.quantize.plan import kept_weights, manual_keep, mean_kl, quantizable, search
-from onnx_edge.quantize.weight_only import quantize_linear_layers, quantize_tables
+from onnx_edge.quantize.weight_only import EMBED, LM_HEAD, quantize_linear_layers, quantize_tables
 from onnx_edge.staging import check_output, staged_folder
 
 DATA_FILE = "model.onnx.data"
@@ -113,7 +113,7 @@ def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: l
         model = quantize_linear_layers(model, int8, keep=everything - keep)
         quantize_tables(model, int8, keep=everything - keep)
         keep = set()  # now MatMulNBits: the main pass below no longer sees them as MatMul
-    table_keep = keep | (set() if cfg.embeddings == "quantize" else everything)
+    table_keep = keep | (set() if cfg.embeddings == "quantize" else {EMBED, LM_HEAD})
     if cfg.scheme != "weight_only":
         # onnxruntime's int8 quantizer needs every activation's type; infer them while the graph
         # has standard ops only (inference stops at the contrib ops the tables become).

@@ -130,6 +130,16 @@ def test_keep_pattern_leaves_weights_fp32(exported_models, tmp_path):
     assert len(kept) == 2
 
 
+def test_embeddings_keep_leaves_tables_fp32(exported_models, tmp_path):
+    out = tmp_path / "q"
+    quantize(exported_models("qwen2"), out, "int4", embeddings="keep", **FAST)
+    model = onnx.load(out / "model.onnx", load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    assert "GatherBlockQuantized" not in ops and "Gemm" in ops and "Gather" in ops
+    weights = json.loads((out / "manifest.json").read_text())["quantization"]["weights"]
+    assert "model.embed_tokens.weight" not in weights and set(weights.values()) == {"int4"}
+
+
 def test_keep_precision_int8_under_int4(exported_models, tmp_path):
     out = tmp_path / "q"
     quantize(exported_models("llama"), out, "int4", keep=["model.layers.1.*"], **FAST)
