@@ -9,6 +9,8 @@ from onnx_edge.manifest import Manifest
 
 def format_report(path, m: Manifest) -> str:
     q = m.quantization
+    if q.get("method") == "gguf_blocks":
+        return _format_gguf(path, q)
     cfg = q["config"]
     counts = Counter(q["weights"].values())
     plan = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
@@ -36,3 +38,16 @@ def format_report(path, m: Manifest) -> str:
                   f"({quality['perplexity'] / quality['perplexity_reference'] - 1:+.2%})",
                   f"  evaluated on {quality['tokens']} tokens of {quality['text']}; {quality['scoring']}"]
     return "\n".join(lines)
+
+
+def _format_gguf(path, q: dict) -> str:
+    kinds = Counter(w["qtype"] for w in q["weights"].values() if w.get("status") == "imported")
+    kept = [n for n, w in q["weights"].items() if w.get("status") == "kept"]
+    size = q["size_mb"]
+    return "\n".join([
+        f"imported GGUF blocks into {path}",
+        f"  scheme       {q['gguf']} blocks, {'bitwise exact' if q['exact'] else 'NOT exact'} "
+        f"(accuracy level {q['accuracy_level']})",
+        f"  weights      " + ", ".join(f"{n} {t}" for t, n in sorted(kinds.items())) + (f", {len(kept)} kept fp32" if kept else ""),
+        f"  size         {size['before']:.1f} MB -> {size['after']:.1f} MB ({size['after'] / size['before']:.0%})",
+    ])

@@ -1,0 +1,32 @@
+"""`export --precision gguf`: export fp32 (validated against PyTorch), then rebuild every importable
+weight from the GGUF's own blocks, bitwise equal to gguf's dequantization (quantize/gguf_blocks.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from onnx_edge.errors import SourceError
+from onnx_edge.manifest import Manifest
+
+
+def export_gguf_native(source: str, output: str | os.PathLike, *, force: bool = False, validate: bool = True,
+                       progress: bool = False, accuracy_level: int = 0, **export_kwargs) -> Manifest:
+    from onnx_edge.export.exporter import export
+    from onnx_edge.export.sources import resolve_source
+    from onnx_edge.quantize.gguf_blocks import import_gguf_folder
+    from onnx_edge.staging import check_output
+
+    src = resolve_source(source)
+    if src.kind not in ("gguf", "alias"):
+        raise SourceError(f"{source}: --precision gguf needs a .gguf source; quantize other sources with "
+                          f"'onnx-edge quantize'")
+    out = Path(output).expanduser().absolute()
+    check_output(out, force)
+    fp32 = out.parent / f".{out.name}.fp32-{os.getpid()}"
+    try:
+        export(source, fp32, force=True, validate=validate, progress=progress, **export_kwargs)
+        return import_gguf_folder(fp32, src.path, out, accuracy_level=accuracy_level, force=force)
+    finally:
+        shutil.rmtree(fp32, ignore_errors=True)
