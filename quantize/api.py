@@ -17,7 +17,7 @@ from onnx_edge.progress import Steps
 from onnx_edge.quantize.calibration import FeedReader, decoder_feeds, texts
 from onnx_edge.quantize.config import QuantConfig, QuantizeError
 from onnx_edge.quantize.plan import kept_weights, manual_keep, mean_kl, quantizable, search
-from onnx_edge.quantize.weight_only import EMBED, LM_HEAD, quantize_linear_layers, quantize_tables
+from onnx_edge.quantize.weight_only import EMBED, LM_HEAD, quantize_linear_layers, quantize_tables, table_block_size
 from onnx_edge.staging import check_output, staged_folder
 
 DATA_FILE = "model.onnx.data"
@@ -162,6 +162,8 @@ def _quantized_manifest(src: Manifest, cfg: QuantConfig, names, keep, plan, src_
         "kept_patterns": list(cfg.keep),
         "sensitivity": plan.to_dict() if plan else None,
         "calibration_text": "pydoc_data.topics (calibration half)" if cfg.scheme == "static" or plan else None,
+        "table_block_size": (table_block_size(src.architecture["hidden_size"], cfg.block_size)
+                             if cfg.embeddings == "quantize" and cfg.scheme != "cast" else None),
         "size_mb": {"before": round(sum(e.size for e in src.files.values()) / 1e6, 2)},
     }
     return m

@@ -5,6 +5,7 @@ two ops, so we quantize it once and point GatherBlockQuantized and MatMulNBits a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -80,6 +81,15 @@ def unpack_zero_points(zero_points: np.ndarray, bits: int, k_blocks: int) -> np.
     return both[:, :k_blocks].astype(np.uint8)
 
 
+def table_block_size(hidden: int, wanted: int) -> int:
+    """The Gather view needs whole blocks per row: the largest supported block <= wanted that divides the
+    hidden size (SmolLM2's 576 takes 64 when 128 is asked). The manifest records what was used."""
+    for block in (128, 64, 32, 16):
+        if block <= wanted and hidden % block == 0:
+            return block
+    raise QuantizeError(f"hidden size {hidden} is not a multiple of 16; keep the tables with --embeddings keep")
+
+
 def quantize_tables(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str]) -> list[str]:
     """Quantize the embedding table and the lm_head (tied or not). Returns the names quantized."""
     inits = initializer_map(model)
@@ -92,8 +102,10 @@ def quantize_tables(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str]) ->
         if any(u.op_type not in ("Gather", "Gemm") for u in users):
             continue
         n, k = table.shape
-        packed, scales, zp = block_quantize(table, cfg.bits, cfg.block_size, cfg.symmetric)
-        kb = k // cfg.block_size
+        block = table_block_size(k, cfg.block_size)
+        cfg = dataclasses.replace(cfg, block_size=block)
+        packed, scales, zp = block_quantize(table, cfg.bits, block, cfg.symmetric)
+        kb = k // block
         data = add_initializer(model, packed, f"{name}.q{cfg.bits}")  # shared by Gather and Gemm users
         new_nodes = {}
         for user in users:

@@ -388,3 +388,13 @@ def test_smollm2_imported_from_its_gguf_blocks(tmp_path):
     got = cand.generate(prompt, max_new_tokens=32)
     assert len(got.token_ids) == 32 and got.token_ids == want.token_ids
     assert "Paris" in got.text
+
+
+def test_cli_precision_gguf_needs_a_gguf_source(tiny_models, tmp_path):
+    from click.testing import CliRunner
+
+    from onnx_edge.cli import cli
+
+    res = CliRunner().invoke(cli, ["export", str(tiny_models("llama")), "-o", str(tmp_path / "o"), "--precision", "gguf"])
+    assert res.exit_code == 1 and "needs a .gguf source" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()

@@ -130,6 +130,12 @@ def test_keep_pattern_leaves_weights_fp32(exported_models, tmp_path):
     assert len(kept) == 2
 
 
+def test_block_128_on_a_64_wide_model_falls_back_for_tables(exported_models, tmp_path):
+    m = quantize(exported_models("llama"), tmp_path / "q", "int4", block_size=128, **FAST)
+    assert m.quantization["config"]["block_size"] == 128 and m.quantization["table_block_size"] == 64
+    assert load(tmp_path / "q", provider="cpu").generate("Hi", chat=False, max_new_tokens=3).generated_tokens >= 1
+
+
 def test_embeddings_keep_leaves_tables_fp32(exported_models, tmp_path):
     out = tmp_path / "q"
     quantize(exported_models("qwen2"), out, "int4", embeddings="keep", **FAST)
