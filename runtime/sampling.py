@@ -45,6 +45,10 @@ class SamplingParams:
 
     def validate(self) -> None:
         """Raise GenerationError naming the first bad field; fields can be reassigned, so callers re-check."""
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if _is_real(value) and not isinstance(value, float):
+                setattr(self, name, float(value))  # Fraction, Decimal, numpy scalars -> plain float
         t = self.temperature
         # `not x >= 0` is also true for NaN, so NaN never slips through a range check.
         if not _is_real(t) or not math.isfinite(t) or not t >= 0:
@@ -76,7 +80,10 @@ def _greedy(logits: np.ndarray) -> np.ndarray:
 
 def filtered_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     """Probabilities (float64, rows sum to 1) after temperature, top-k, top-p and min-p; needs temperature > 0."""
-    z = _check_logits(logits).astype(np.float64) / params.temperature
+    z = _check_logits(logits).astype(np.float64)
+    # Subtract the row max before dividing: a tiny temperature would otherwise overflow to inf - inf.
+    z = (z - z.max(axis=-1, keepdims=True)) / float(params.temperature)
+    z = np.nan_to_num(z, nan=-np.inf, neginf=-np.inf)
     vocab = z.shape[-1]
     if 0 < params.top_k < vocab:
         # k-th largest per row; ties with it are kept, as Hugging Face does.
@@ -140,4 +147,6 @@ def apply_repetition_penalty(
             raise ValueError(f"token_history row {row} has ids outside [0, {vocab})")
         seen = out[row, ids]
         out[row, ids] = np.where(seen > 0, seen / penalty, seen * penalty)
-    return out
+    # An extreme penalty can push logits past float32's range; keep them finite so sampling stays defined.
+    info = np.finfo(out.dtype) if np.issubdtype(out.dtype, np.floating) else None
+    return np.clip(out, info.min, info.max) if info is not None else out

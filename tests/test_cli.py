@@ -183,7 +183,7 @@ def test_export_summary_line(tiny_models, tmp_path):
     result = invoke("export", tiny_models("llama"), "-o", out)
     assert_ok(result)
     summary = result.stdout.strip().splitlines()[-1]
-    assert summary.startswith("exported llama to ")
+    assert summary.startswith("exported llama (fp32) to ")
     assert "validated" in summary and "not validated" not in summary
     assert (out / "manifest.json").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
