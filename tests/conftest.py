@@ -71,3 +71,17 @@ class ExportedModels:
 @pytest.fixture(scope="session")
 def exported_models(tmp_path_factory, tiny_models) -> ExportedModels:
     return ExportedModels(tmp_path_factory, tiny_models)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_hash_cache(tmp_path_factory):
+    """Tests never write the user's ~/.cache: the sha256 cache goes to a session temp folder."""
+    import os
+
+    old = os.environ.get("ONNX_EDGE_CACHE_DIR")
+    os.environ["ONNX_EDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("hash-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ONNX_EDGE_CACHE_DIR", None)
+    else:
+        os.environ["ONNX_EDGE_CACHE_DIR"] = old
