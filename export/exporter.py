@@ -18,24 +18,36 @@ from onnx_edge.staging import check_output, staged_folder
 
 SUPPORTED_OPSETS = range(17, 22)
 DATA_FILE = "model.onnx.data"
+GRAPH_VARIANTS = ("auto", "fused", "reference")
 
 
 def export(source: str, output: str | os.PathLike, *, force: bool = False, validate: bool = True,
-           opset: int = 17, progress: bool = False) -> Manifest:
+           opset: int = 17, progress: bool = False, graph: str = "auto") -> Manifest:
     """Export SOURCE (HF folder, .gguf, hub id or alias) to an fp32 ONNX folder at `output`.
 
+    `graph`: "fused" (onnxruntime contrib ops: GroupQueryAttention, RotaryEmbedding, fused norms; shared
+    KV buffer, last-position logits), "reference" (plain ONNX ops only), or "auto" = fused where the
+    architecture has a fused emitter, else reference. See DESIGN.md.
     The folder is built next to `output` and renamed into place only when complete and validated."""
     from onnx_edge.export.decoder import build_decoder
+    from onnx_edge.export.fused import build_fused_decoder, supports_fused
     from onnx_edge.export.sources import resolve_source, source_sha256
     from onnx_edge.export.torch_model import load_model, read_model_type, rope_tables, save_tokenizer_files
     from onnx_edge.export.weights import canonical_weights
 
     if opset not in SUPPORTED_OPSETS:
         raise OutputError(f"opset {opset} is not supported (choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
+    if graph not in GRAPH_VARIANTS:
+        raise OutputError(f"graph {graph!r} is not one of {', '.join(GRAPH_VARIANTS)}")
     out = Path(output).expanduser().absolute()
-    check_output(out, force)
     src = resolve_source(source)
     spec = get_spec(read_model_type(src))  # fails fast on an unsupported architecture
+    if out == src.path or out in src.path.parents:
+        raise OutputError(f"{out}: the output would replace the source itself; choose another folder")
+    check_output(out, force)
+    if graph == "fused" and not supports_fused(spec):
+        raise OutputError(f"no fused graph for {spec.model_type}; use graph='reference'")
+    variant = "fused" if graph == "fused" or (graph == "auto" and supports_fused(spec)) else "reference"
 
     steps = Steps(6 if validate else 5, enabled=progress, title="export")
     try:
@@ -47,7 +59,8 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
             rope = rope_tables(loaded.model, shape.context_length) if spec.positions == "rope" else None
         with steps.step("build graph"):
             io = IOSpec(position_ids="position_ids")
-            proto = build_decoder(spec, shape, weights, rope, opset=opset, io=io, producer_version=onnx_edge.__version__)
+            build = build_fused_decoder if variant == "fused" else build_decoder
+            proto = build(spec, shape, weights, rope, opset=opset, io=io, producer_version=onnx_edge.__version__)
             del weights
         with staged_folder(out) as tmp:
             with steps.step("save"):
@@ -55,7 +68,7 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 del proto
                 save_tokenizer_files(loaded, tmp)
             manifest = Manifest(
-                architecture=shape.to_dict(), io=io, precision="fp32", provider="cpu", opset=opset,
+                architecture=shape.to_dict(), io=io, graph=variant, precision="fp32", provider="cpu", opset=opset,
                 tokenizer={"file": "tokenizer.json", "chat_template": _chat_template_file(tmp)},
                 provenance={
                     "source": src.text, "source_kind": src.kind, "source_sha256": source_sha256(src),
@@ -68,7 +81,7 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 with steps.step("validate"):
                     manifest.validation = _validate(loaded, tmp, manifest)
             with steps.step("manifest"):
-                manifest.provenance["export_seconds"] = steps.times
+                manifest.provenance["export_seconds"] = dict(steps.times)
                 write_manifest(tmp, manifest)
     finally:
         steps.close()

@@ -76,12 +76,20 @@ def _check_lengths(model, prompts: list[list[int]], max_new_tokens: int, truncat
 
 def decode_steps(model, prompts: list[list[int]], params: SamplingParams, max_new_tokens: int,
                  cancel=None) -> Iterator[np.ndarray]:
-    """Yield (B,) sampled token ids per step. Prompts are left-padded; the KV cache is carried between steps."""
+    """Yield (B,) sampled token ids per step. Prompts are left-padded; the KV cache is carried between steps.
+
+    The cache is allocated once for prompt + new tokens (capped at the context) and written in place
+    (see DecoderSession.step). Only the last position's logits are computed. A batch-1 request whose tokens
+    start with the tokens of the previous batch-1 request (a chat's next turn) reuses that request's cache
+    for the shared prefix and prefills only the rest; the result is the same as a fresh run."""
     params.validate()
     sampler = make_sampler(params)
     sess = model.session
     b = len(prompts)
     longest = max(len(p) for p in prompts)
+    budget = min(max_new_tokens, model.shape.context_length - longest)
+    if budget <= 0:
+        return
     pad_id = model.shape.pad_token_id if model.shape.pad_token_id is not None else 0
     ids = np.full((b, longest), pad_id, dtype=np.int64)  # (B, S) left-padded
     mask = np.zeros((b, longest), dtype=np.int64)  # (B, S)
@@ -90,22 +98,37 @@ def decode_steps(model, prompts: list[list[int]], params: SamplingParams, max_ne
         mask[row, longest - len(p):] = 1
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)  # (B, S): pads share position 0
     history = [list(p) for p in prompts]
-    cache = sess.empty_cache(b)
-    budget = min(max_new_tokens, model.shape.context_length - longest)
-    for _ in range(budget):
-        if cancel is not None and cancel.is_set():
-            return
-        logits, cache = sess.forward(ids, mask, positions, cache)
-        last = logits[:, -1, :]  # (B, vocab)
-        if params.repetition_penalty != 1.0:
-            last = apply_repetition_penalty(last, history, params.repetition_penalty)
-        tokens = np.asarray(sampler(last), dtype=np.int64)  # (B,)
-        for row, t in enumerate(tokens):
-            history[row].append(int(t))
-        yield tokens
-        ids = tokens[:, None]  # (B, 1)
-        positions = positions[:, -1:] + 1  # (B, 1)
-        mask = np.concatenate([mask, np.ones((b, 1), dtype=np.int64)], axis=1)  # (B, T + 1)
+    # The last sampled token is never fed back, so prompt + budget - 1 rows are written at most.
+    capacity = longest + budget - 1
+    if b == 1:
+        cache, reused = sess.cache_for(list(prompts[0]), capacity)
+        cache.token_ids = list(prompts[0][:reused])
+    else:
+        cache, reused = sess.new_cache(b, capacity), 0
+    # Every mask this request will use is a prefix of one (B, capacity) array: no per-step allocation.
+    full_mask = np.ones((b, max(capacity, longest)), dtype=np.int64)
+    full_mask[:, :longest] = mask
+    ids, positions = ids[:, reused:], positions[:, reused:]
+    total = longest
+    try:
+        for step in range(budget):
+            if cancel is not None and cancel.is_set():
+                return
+            logits = sess.step(ids, full_mask[:, :total], positions, cache)
+            if cache.token_ids is not None:
+                cache.token_ids.extend(int(t) for t in ids[0])
+            last = logits[:, -1, :]  # (B, vocab)
+            if params.repetition_penalty != 1.0:
+                last = apply_repetition_penalty(last, history, params.repetition_penalty)
+            tokens = np.asarray(sampler(last), dtype=np.int64)  # (B,)
+            for row, t in enumerate(tokens):
+                history[row].append(int(t))
+            yield tokens
+            ids = tokens[:, None]  # (B, 1)
+            positions = positions[:, -1:] + 1  # (B, 1)
+            total += 1
+    finally:
+        sess.keep(cache)  # batch 1 only: the next turn of a chat can start from it
 
 
 def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnx_edge.errors import GenerationError
+from onnx_edge.errors import GenerationError, ManifestError
 from onnx_edge.manifest import Manifest, read_manifest, verify_files
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.chat import load_chat_template, render_chat
@@ -72,14 +72,30 @@ class EdgeModel:
         return generate_batch(self, ids, SamplingParams(**sampling), max_new_tokens, stop, truncate, None)
 
 
-def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True, threads: int | None = None) -> EdgeModel:
-    """Open an exported folder: manifest schema, file sizes and sha256 (with verify) are checked first."""
+def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True, threads: int | None = None,
+         hash_cache: bool = True) -> EdgeModel:
+    """Open an exported folder. Before onnxruntime sees anything: manifest.json must be a real file, the schema
+    valid, the folder free of links and special files, every external-data reference of the graph inside a
+    listed file, every listed file the recorded size and (with `verify`) sha256, the manifest's io names,
+    dtypes and sizes those of the graph. `hash_cache` reuses digests of unchanged files from the user's cache
+    (see onnx_edge.runtime.integrity); `onnx-edge verify` always rehashes."""
+    from onnx_edge.runtime.integrity import check_contract, check_manifest_entry
+
     folder = Path(path).expanduser()
+    check_manifest_entry(folder)  # a symlinked manifest is refused before it is read
     manifest = read_manifest(folder)
-    verify_files(folder, manifest, check_hashes=verify)
+    info = verify_files(folder, manifest, check_hashes=verify, use_cache=hash_cache)
+    check_contract(manifest, info.interface)  # io names, dtypes, KV and vocab sizes match the graph
     shape = ModelShape.from_dict(manifest.architecture)
     chosen = resolve_provider(provider)
     tok = load_tokenizer(folder, manifest.tokenizer.get("file", "tokenizer.json"))
+    # Highest id the tokenizer can produce (base vocabulary, then added tokens; get_vocab() would be exact but
+    # costs ~0.15 s for 50k tokens): ids past the model's vocabulary would fail inside onnxruntime.
+    ids = tok.tokenizer.get_vocab_size(with_added_tokens=False)
+    ids = max([ids, *(i + 1 for i in tok.tokenizer.get_added_tokens_decoder())])
+    if ids > shape.vocab_size:
+        raise ManifestError(f"{folder}: the tokenizer has {ids} ids but the model only {shape.vocab_size} "
+                            f"(architecture.vocab_size): tokenizer and model do not belong together")
     session = DecoderSession(folder, manifest, chosen, threads=threads)
     return EdgeModel(folder=folder, manifest=manifest, shape=shape, session=session, tok=tok,
                      chat_template=load_chat_template(folder), provider=chosen, eos_ids=set(shape.eos_token_ids))

@@ -1,8 +1,22 @@
 """The decoder's onnxruntime session: feeds input ids, mask, positions and the KV cache, returns
-logits and the new cache. Names come from the manifest, never from guesses."""
+logits and the new cache. Names and the KV mode come from the manifest, never from guesses.
+
+Two ways to run it:
+- `forward(ids, mask, positions, past)` — functional, every graph variant: past in, (logits of every
+  position, new cache) out. Validation and tests use it.
+- `step(ids, mask, positions, cache)` — the decode loop's path: a `KVCache` that lives across steps. For a
+  "shared_buffer" graph (the fused emitter) the cache is preallocated once to the needed length and bound
+  as both past and present with IO binding, so the graph writes each step's keys/values in place and
+  nothing KV-sized is allocated or copied per token; the logits of the last position land in a reused
+  buffer. For a "concat" graph (the reference emitter) it falls back to session.run and growing arrays.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,30 +28,167 @@ from onnx_edge.runtime.providers import ORT_NAMES, import_ort
 KV = list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value), each (B, kv_heads, T, head_dim)
 
 
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyperthread siblings counted once). onnxruntime's intra-op
+    pool is fastest with one thread per physical core: a second thread on a sibling competes for the same
+    FMA units and cache, and more threads than cores make every barrier wait for a descheduled thread."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(os.cpu_count() or 1))
+    cores = set()
+    try:
+        for cpu in allowed:
+            base = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+            with open(f"{base}/core_id") as fh_core, open(f"{base}/physical_package_id") as fh_pkg:
+                cores.add((fh_pkg.read().strip(), fh_core.read().strip()))
+    except OSError:
+        return max(1, len(allowed))
+    return max(1, len(cores))
+
+
+def session_options(ort, threads: int | None):
+    """Chosen deliberately (DESIGN.md "Session options" has the measurements):
+    - ORT_ENABLE_ALL: the reference graph needs the level-2 fusions (RMSNorm, Gelu, MatMul+Add); for the fused
+      graph they are almost all no-ops, and load time is the same at every level (reading and prepacking
+      the weights dominates), which is also why no optimized-model cache is kept on disk.
+    - intra-op threads = physical cores unless the caller says otherwise; inter-op parallelism off
+      (ORT_SEQUENTIAL): a decoder is a chain, there is nothing to run side by side.
+    - memory arena and memory patterns stay on (defaults): the prefill reuses the same-shaped scratch.
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = int(threads) if threads else physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
+    return opts
+
+
+HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux; MADV_COLLAPSE since 6.1
+
+
+def _anonymous_regions() -> dict[int, int] | None:
+    """Writable anonymous mappings of this process (start -> end), or None where /proc is not Linux's."""
+    try:
+        regions = {}
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split()
+                if parts[1].startswith("rw") and (len(parts) < 6 or parts[5] == "[heap]"):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    regions[lo] = hi
+        return regions
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _grown_ranges(before: dict[int, int]) -> list[tuple[int, int]]:
+    """2 MB-aligned address ranges of anonymous memory mapped (or grown) since `before`."""
+    after = _anonymous_regions() or {}
+    ranges = []
+    for lo, hi in after.items():
+        if lo in before:
+            if hi <= before[lo]:
+                continue
+            lo = before[lo]  # only the part that grew
+        start, end = (lo + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1), hi & ~(HUGE_PAGE - 1)
+        if end - start >= HUGE_PAGE:
+            ranges.append((start, end))
+    return ranges
+
+
+def collapse_to_huge_pages(ranges: list[tuple[int, int]]) -> int:
+    """Back these ranges (the memory onnxruntime mapped while building the session: weights prepacked for
+    the GEMMs, its arena) with 2 MB pages: madvise(MADV_HUGEPAGE), then MADV_COLLAPSE, which copies the
+    existing 4 KB pages into huge pages in place; contents never change. A decode step streams every weight
+    once, and with 4 KB pages that is ~135,000 pages per SmolLM2 token (DESIGN.md: +15% decode tok/s).
+    Returns the bytes collapsed: 0 wherever the kernel cannot (not Linux, kernel < 6.1, THP disabled), and a
+    range unmapped since is simply skipped by the kernel (ENOMEM)."""
+    import ctypes
+
+    if not ranges:
+        return 0
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    except (OSError, AttributeError):
+        return 0
+    done = 0
+    for start, end in ranges:
+        madvise(start, end - start, _MADV_HUGEPAGE)
+        if madvise(start, end - start, _MADV_COLLAPSE) == 0:
+            done += end - start
+    return done
+
+
+@dataclass
+class KVCache:
+    """The KV cache of one batch between decode steps. Rows [0, length) hold real data; `length` is the
+    attention mask's length after the last step (left padding included).
+
+    shared_buffer: keys/values are (batch, kv_heads, capacity, head_dim) numpy buffers allocated once and
+    wrapped without a copy in OrtValues bound as both past and present.
+    concat: keys/values are (batch, kv_heads, length, head_dim), replaced by every step's present outputs.
+    `token_ids` (batch 1 only) are the tokens whose keys/values occupy rows [0, length), for prefix reuse."""
+
+    batch: int
+    capacity: int
+    shared: bool
+    keys: list[np.ndarray]
+    values: list[np.ndarray]
+    length: int = 0
+    token_ids: list[int] | None = None
+    _binding: object = field(default=None, repr=False)
+    _logits: np.ndarray | None = field(default=None, repr=False)
+    _logits_value: object = field(default=None, repr=False)
+    _keep_one: object = field(default=None, repr=False)
+    _keep_all: object = field(default=None, repr=False)
+
+    def as_past(self) -> KV:
+        """The cache as forward() takes it: (key, value) per layer with `length` rows."""
+        return [(k[:, :, :self.length], v[:, :, :self.length]) for k, v in zip(self.keys, self.values)]
+
+
 class DecoderSession:
     def __init__(self, folder: Path, manifest: Manifest, provider: str = "cpu", threads: int | None = None,
                  model_bytes: bytes | None = None):
         """`model_bytes` runs an in-memory graph (weights embedded) under the folder's manifest: quantize's
         sensitivity search tries many graphs without writing each to disk."""
         ort = import_ort()
+        self._ort = ort
         self.manifest = manifest
         self.shape = ModelShape.from_dict(manifest.architecture)
         self.io = manifest.io
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
+        self.threads = int(threads) if threads else physical_cores()
         model = model_bytes if model_bytes is not None else str(folder / manifest.model_file)
-        self.session = ort.InferenceSession(model, sess_options=opts,
+        # Huge pages for the weights: measured on the decode loop's path only (first new_cache), so
+        # validation, quality and quantization sessions (forward() only) never pay for it.
+        self.huge_pages = provider == "cpu" and os.environ.get("ONNX_EDGE_HUGE_PAGES", "1") != "0"
+        before = _anonymous_regions() if self.huge_pages else None
+        self.huge_page_bytes = 0  # what the first new_cache() collapsed, and how long it took
+        self.huge_page_seconds = 0.0
+        self.session = ort.InferenceSession(model,
+                                            sess_options=session_options(ort, self.threads),
                                             providers=[ORT_NAMES[provider]])
+        # The ranges to collapse are fixed now: later allocations of the process are none of our business.
+        self._huge_ranges = _grown_ranges(before) if before is not None else None
         n = self.shape.num_layers
         self.past_names = [(self.io.past_key.format(i=i), self.io.past_value.format(i=i)) for i in range(n)]
-        self.output_names = [self.io.logits] + [name for i in range(n) for name in
-                                                (self.io.present_key.format(i=i), self.io.present_value.format(i=i))]
+        self.present_names = [(self.io.present_key.format(i=i), self.io.present_value.format(i=i)) for i in range(n)]
+        self.output_names = [self.io.logits] + [name for pair in self.present_names for name in pair]
         self.kv_dtype = np.dtype(self.io.kv_dtype)
         self.uses_positions = self.io.position_ids is not None
+        self.shared_kv = self.io.kv_mode == "shared_buffer"
+        self.logits_to_keep = self.io.logits_to_keep  # input name or None
+        # Prefix reuse (batch 1): the cache of the last request, with the tokens it holds.
+        self.reuse_prefix = True
+        self.last_reused = 0  # prefix rows the last batch-1 request took from the previous one (diagnostics)
+        self._last: KVCache | None = None
+        self._lock = threading.Lock()
 
+    # -- functional API -------------------------------------------------------------------------------
     def empty_cache(self, batch: int) -> KV:
         empty = np.zeros((batch, self.shape.num_kv_heads, 0, self.shape.head_dim), dtype=self.kv_dtype)
         return [(empty, empty) for _ in range(self.shape.num_layers)]
@@ -45,12 +196,129 @@ class DecoderSession:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
                 past: KV) -> tuple[np.ndarray, KV]:
         """input_ids/position_ids (B, S), attention_mask (B, past + S) -> logits (B, S, vocab), new cache."""
+        feed = self._feed(input_ids, attention_mask, position_ids)
+        for (k_name, v_name), (k, v) in zip(self.past_names, past):
+            feed[k_name], feed[v_name] = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        outs = self.session.run(self.output_names, feed)
+        cache = [(outs[1 + 2 * i], outs[2 + 2 * i]) for i in range(self.shape.num_layers)]
+        return outs[0], cache
+
+    def _feed(self, input_ids, attention_mask, position_ids) -> dict:
         feed = {self.io.input_ids: np.ascontiguousarray(input_ids, dtype=np.int64),
                 self.io.attention_mask: np.ascontiguousarray(attention_mask, dtype=np.int64)}
         if self.uses_positions:
             feed[self.io.position_ids] = np.ascontiguousarray(position_ids, dtype=np.int64)
-        for (k_name, v_name), (k, v) in zip(self.past_names, past):
-            feed[k_name], feed[v_name] = k, v
-        outs = self.session.run(self.output_names, feed)
-        cache = [(outs[1 + 2 * i], outs[2 + 2 * i]) for i in range(self.shape.num_layers)]
-        return outs[0], cache
+        return feed
+
+    # -- stateful decode API ----------------------------------------------------------------------------
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """A cache for `batch` rows and up to `capacity` positions (prompt + new tokens, left padding included)."""
+        if self._huge_ranges is not None:  # once per session, before its first generation
+            ranges, self._huge_ranges = self._huge_ranges, None
+            start = time.perf_counter()
+            self.huge_page_bytes = collapse_to_huge_pages(ranges)
+            self.huge_page_seconds = time.perf_counter() - start
+        shape = self.shape
+        capacity = max(1, int(capacity))
+        if not self.shared_kv:
+            empty = np.zeros((batch, shape.num_kv_heads, 0, shape.head_dim), dtype=self.kv_dtype)
+            n = shape.num_layers
+            return KVCache(batch, capacity, False, [empty] * n, [empty] * n)
+        dims = (batch, shape.num_kv_heads, capacity, shape.head_dim)
+        # np.zeros maps fresh zero pages lazily: memory is touched only as rows are written.
+        keys = [np.zeros(dims, dtype=self.kv_dtype) for _ in range(shape.num_layers)]
+        values = [np.zeros(dims, dtype=self.kv_dtype) for _ in range(shape.num_layers)]
+        cache = KVCache(batch, capacity, True, keys, values)
+        self._bind_cache(cache)
+        return cache
+
+    def _bind_cache(self, cache: KVCache) -> None:
+        ort = self._ort
+        binding = self.session.io_binding()
+        cache._logits = np.zeros((cache.batch, 1, self.shape.vocab_size), dtype=np.float32)
+        cache._logits_value = ort.OrtValue.ortvalue_from_numpy(cache._logits)
+        binding.bind_ortvalue_output(self.io.logits, cache._logits_value)  # bound first: output 0 from now on
+        for (pk, pv), (ok, ov), k, v in zip(self.past_names, self.present_names, cache.keys, cache.values):
+            k_val, v_val = ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v)  # no copy
+            binding.bind_ortvalue_input(pk, k_val)
+            binding.bind_ortvalue_output(ok, k_val)
+            binding.bind_ortvalue_input(pv, v_val)
+            binding.bind_ortvalue_output(ov, v_val)
+        cache._binding = binding
+        cache._keep_one = ort.OrtValue.ortvalue_from_numpy(np.array(1, dtype=np.int64))
+        cache._keep_all = ort.OrtValue.ortvalue_from_numpy(np.array(0, dtype=np.int64))
+
+    def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: KVCache,
+             last_only: bool = True) -> np.ndarray:
+        """Run S new tokens against `cache` (rows [0, T - S) filled, T = attention_mask's length), update it in
+        place, and return logits: (B, 1, vocab) for the last position when `last_only`, else (B, S, vocab).
+        With a shared buffer the returned array is reused by the next step: read it before calling again."""
+        total = attention_mask.shape[1]
+        s = input_ids.shape[1]
+        if total - s != cache.length:
+            raise ValueError(f"cache holds {cache.length} positions but the mask implies {total - s}")
+        if not cache.shared:
+            logits, kv = self.forward(input_ids, attention_mask, position_ids, cache.as_past())
+            cache.keys, cache.values = [k for k, _ in kv], [v for _, v in kv]
+            cache.length = total
+            return logits[:, -1:] if last_only else logits
+        if total > cache.capacity:
+            raise ValueError(f"{total} positions exceed the KV cache's capacity of {cache.capacity}")
+        binding = cache._binding
+        ort = self._ort
+        for name, array in self._feed(input_ids, attention_mask, position_ids).items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        # Without a logits_to_keep input (a shared-buffer graph from elsewhere) every position comes back.
+        in_place = last_only and (self.logits_to_keep is not None or input_ids.shape[1] == 1)
+        if self.logits_to_keep is not None:
+            binding.bind_ortvalue_input(self.logits_to_keep, cache._keep_one if last_only else cache._keep_all)
+        if in_place:
+            binding.bind_ortvalue_output(self.io.logits, cache._logits_value)
+        else:
+            binding.bind_output(self.io.logits, "cpu")
+        self.session.run_with_iobinding(binding)
+        cache.length = total
+        if in_place:
+            return cache._logits
+        logits = binding.get_outputs()[0].numpy()
+        binding.bind_ortvalue_output(self.io.logits, cache._logits_value)  # back to the reused buffer
+        return logits[:, -1:] if last_only else logits
+
+    # -- prefix reuse (batch 1) -------------------------------------------------------------------------
+    def cache_for(self, prompt: list[int], capacity: int) -> tuple[KVCache, int]:
+        """A batch-1 cache for `prompt` and how many of its first tokens are already in it. When the last
+        request's cache holds a prefix of `prompt`, those rows are kept and only the rest needs a prefill
+        (at least the last token is always run again: its logits pick the first new token)."""
+        with self._lock:
+            last, self._last = self._last, None  # a concurrent request gets a fresh cache, never a shared one
+        self.last_reused = 0
+        if last is None or not self.reuse_prefix or last.token_ids is None:
+            return self.new_cache(1, capacity), 0
+        reused = 0
+        for a, b in zip(last.token_ids[:len(prompt) - 1], prompt):
+            if a != b:
+                break
+            reused += 1
+        if last.shared and last.capacity < capacity:
+            grown = self.new_cache(1, capacity)
+            for dst, src in zip(grown.keys + grown.values, last.keys + last.values):
+                dst[:, :, :reused] = src[:, :, :reused]
+            last = grown
+        elif not last.shared:
+            last.keys = [k[:, :, :reused] for k in last.keys]
+            last.values = [v[:, :, :reused] for v in last.values]
+        # Rows past `reused` are stale; the graph overwrites them and never reads beyond the mask's length.
+        last.length = reused
+        last.token_ids = list(prompt[:reused])
+        self.last_reused = reused
+        return last, reused
+
+    def keep(self, cache: KVCache) -> None:
+        """Offer a finished batch-1 cache for the next request's prefix reuse."""
+        if cache.batch == 1 and cache.token_ids is not None and self.reuse_prefix:
+            with self._lock:
+                self._last = cache
+
+    def clear_prefix_cache(self) -> None:
+        with self._lock:
+            self._last = None

@@ -44,6 +44,8 @@ def test_graph_io_contract(arch, exported_models):
     outputs = [o.name for o in model.graph.output]
     expected_in = ["input_ids", "attention_mask", "position_ids"]
     expected_in += [f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    if m.io.logits_to_keep:  # optional input (initializer-backed, default 0 = all positions), fused graphs
+        expected_in.append(m.io.logits_to_keep)
     assert list(inputs) == expected_in
     assert outputs == ["logits"] + [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
     dims = [d.dim_param or d.dim_value for d in inputs["past_key_values.0.key"].type.tensor_type.shape.dim]

@@ -42,8 +42,8 @@ class IOSpec:
     # Added later within schema 1.0 (the defaults describe every older folder):
     # "concat": present = Concat(past, new), past grows by the new tokens every step.
     # "shared_buffer": the graph also accepts past = present = one preallocated (batch, kv_heads, capacity,
-    #   head_dim) buffer per tensor, bound to the same memory; it writes the new tokens at rows
-    #   [total - sequence, total) where total = attention_mask's length. Feeding it "concat"-style still works.
+    #   head_dim) buffer per tensor, bound to the same memory, and appends the new keys/values in place (each
+    #   row's real tokens left-aligned: rows [0, sum(mask_row))). Feeding it "concat"-style still works.
     kv_mode: str = "concat"
     # Name of the optional int64 scalar input that limits the logits to the last N positions (0 = all,
     # the default when not fed); None when the graph has no such input.
@@ -183,17 +183,71 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     return Manifest.from_dict(data)
 
 
-def verify_files(folder: str | os.PathLike, manifest: Manifest, check_hashes: bool = True) -> None:
-    """Raise IntegrityError when a recorded file is missing, resized or (with hashes) altered."""
+def verify_files(folder: str | os.PathLike, manifest: Manifest, check_hashes: bool = True,
+                 use_cache: bool = False):
+    """Raise IntegrityError unless the folder is safe to open and matches its manifest.
+
+    Always (cheap, before anything is parsed or hashed): no entry of the folder is a symlink, hardlink or
+    special file; every listed file is a plain relative path to a regular file of the recorded size; the
+    files the runtime reads (model, tokenizer, tokenizer_config.json, chat_template.jinja) are listed;
+    every external-data reference in the model graph stays inside a listed file (see
+    onnx_edge.runtime.integrity). With `check_hashes`, every listed file's sha256. `use_cache` takes
+    digests from the user's hash cache when (size, mtime, ctime, inode) are unchanged; without it every
+    file is rehashed (what `onnx-edge verify` does) and the cache is refreshed. Returns what was learned
+    about the graph (onnx_edge.runtime.integrity.ModelInfo) without loading it."""
+    from onnx_edge.runtime import integrity
+
     folder = Path(folder).resolve()
+    integrity.check_manifest_entry(folder)
+    stats: dict[str, os.stat_result] = {}
     for rel, entry in manifest.files.items():
-        path = (folder / rel).resolve()
-        if folder not in path.parents:
+        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.replace("\\", "/").split("/"):
             raise IntegrityError(f"manifest lists a file outside the model folder: {rel}")
-        if not path.is_file():
-            raise IntegrityError(f"{rel}: listed in the manifest but missing from {folder}")
-        size = path.stat().st_size
-        if size != entry.size:
-            raise IntegrityError(f"{rel}: size {size} differs from the manifest's {entry.size} (truncated or replaced)")
-        if check_hashes and sha256_file(path) != entry.sha256:
-            raise IntegrityError(f"{rel}: sha256 differs from the manifest (file was modified)")
+        st = integrity.member_stat(folder, rel, "manifest file",
+                                   missing=f"{rel}: listed in the manifest but missing from {folder}")
+        if st.st_size != entry.size:
+            raise IntegrityError(f"{rel}: size {st.st_size} differs from the manifest's {entry.size} "
+                                 f"(truncated or replaced)")
+        stats[rel] = st
+    integrity.scan_folder(folder)
+    _check_read_files(folder, manifest, stats)
+    info = integrity.check_model_file(folder, manifest.model_file, stats[manifest.model_file], stats)
+    if not check_hashes:
+        return info
+    cache = integrity.HashCache.default()
+    try:
+        for rel, entry in manifest.files.items():
+            path, st = folder / rel, stats[rel]
+            digest = cache.lookup(path, st) if use_cache else None
+            if digest is None:
+                digest = integrity.sha256_fd(integrity.open_checked(path, st))
+                if _same_file(st, os.stat(path, follow_symlinks=False)):  # not changed while we read it
+                    cache.store(path, st, digest)
+            if digest != entry.sha256:
+                raise IntegrityError(f"{rel}: sha256 differs from the manifest (file was modified)")
+    finally:
+        cache.save()
+    return info
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino, a.st_dev) == \
+        (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino, b.st_dev)
+
+
+def _check_read_files(folder: Path, manifest: Manifest, stats: dict) -> None:
+    """Each file the runtime opens must be listed (so it was checked above and gets hashed)."""
+    tokenizer_file = manifest.tokenizer.get("file", "tokenizer.json") if isinstance(manifest.tokenizer, dict) else None
+    required = {"model_file": manifest.model_file, "tokenizer.file": tokenizer_file}
+    for key, rel in required.items():
+        if not isinstance(rel, str) or not rel:
+            raise IntegrityError(f"manifest {key} {rel!r} is not a file name")
+        if rel not in stats:
+            from onnx_edge.runtime.integrity import check_relative
+
+            check_relative(rel, f"manifest {key}")
+            raise IntegrityError(f"{rel}: the manifest's {key} is not listed in its files")
+    for optional in ("tokenizer_config.json", "chat_template.jinja"):
+        if optional not in stats and os.path.lexists(folder / optional):
+            raise IntegrityError(f"{optional}: in the folder but not listed in the manifest (added after export?); "
+                                 f"the runtime would read it unchecked")
