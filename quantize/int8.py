@@ -4,7 +4,6 @@ constant weight): attention's activation-by-activation MatMuls stay fp32."""
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 
@@ -12,14 +11,12 @@ import onnx
 
 from onnx_edge.quantize.config import QuantConfig
 from onnx_edge.quantize.graph_edit import matmul_weights
+from onnx_edge.quantize.ort_logging import quiet
 
 HIDDEN_GEMM = "GemmHiddenFromQuantizer"
 
 
 def quantize_int8(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str], reader=None) -> onnx.ModelProto:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     weights = matmul_weights(model)
     include = [node.name for name, node in weights.items() if name not in keep]
     exclude = [node.name for name, node in weights.items() if name in keep]
@@ -35,15 +32,22 @@ def quantize_int8(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str], read
                       nodes_to_exclude=exclude, use_external_data_format=True,
                       # Contrib ops (fused attention) stop onnx's type inference; our activations are all fp32.
                       extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-        if cfg.scheme == "dynamic":
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **common)
-        else:
-            method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                      "entropy": CalibrationMethod.Entropy}[cfg.calibration]
-            quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method, **common)
+        with quiet():
+            _run(cfg, src, dst, reader, common)
         out = onnx.load(dst)
     for node in out.graph.node:
         if node.op_type == HIDDEN_GEMM:
             node.op_type = "Gemm"
     return out
+
+
+def _run(cfg: QuantConfig, src: Path, dst: Path, reader, common: dict) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if cfg.scheme == "dynamic":
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **common)
+        return
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[cfg.calibration]
+    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=method, **common)

@@ -6,13 +6,13 @@ two ops, so we quantize it once and point GatherBlockQuantized and MatMulNBits a
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from onnx_edge.quantize.config import QuantConfig, QuantizeError
+from onnx_edge.quantize.ort_logging import quiet
 from onnx_edge.quantize.graph_edit import (
     MS_DOMAIN, add_initializer, consumers, ensure_ms_opset, initializer_map, matmul_weights, remove_initializer,
 )
@@ -43,11 +43,11 @@ def quantize_linear_layers(model: onnx.ModelProto, cfg: QuantConfig, keep: set[s
             raise QuantizeError("gptq needs calibration text")
         algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration_reader, block_size=cfg.block_size,
                                              op_types_to_quantize=("MatMul",))
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     quantizer = mnq.MatMulNBitsQuantizer(model, bits=cfg.bits, block_size=cfg.block_size,
                                          is_symmetric=cfg.symmetric, accuracy_level=accuracy,
                                          nodes_to_exclude=exclude, algo_config=algo)
-    quantizer.process()
+    with quiet():
+        quantizer.process()
     out = quantizer.model.model
     if cfg.algorithm == "gptq" and accuracy is not None:
         for node in out.graph.node:  # onnxruntime's GPTQ path leaves accuracy_level unset
