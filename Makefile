@@ -19,14 +19,24 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Re-running reuses an export whose files still match its manifest.
+# Re-running reuses every folder whose files still match its manifest.
+FP32 := $(OUT)/smollm2-fp32
+INT8 := $(OUT)/smollm2-int8
+INT4 := $(OUT)/smollm2-int4-gguf
+RTN4 := $(OUT)/smollm2-int4-rtn
+QUESTION := What is the capital of France?
+
 demo: install
-	$(EDGE) verify $(OUT)/smollm2-fp32 >/dev/null 2>&1 || \
-		$(EDGE) export smollm2-135m-instruct -o $(OUT)/smollm2-fp32 --force
-	$(EDGE) info $(OUT)/smollm2-fp32
+	$(EDGE) verify $(FP32) >/dev/null 2>&1 || $(EDGE) export smollm2-135m-instruct -o $(FP32) --force
+	$(EDGE) verify $(INT4) >/dev/null 2>&1 || $(EDGE) export smollm2-135m-instruct -o $(INT4) --precision gguf --force
+	$(EDGE) verify $(INT8) >/dev/null 2>&1 || $(EDGE) quantize $(FP32) -o $(INT8) --precision int8 --force
+	$(EDGE) verify $(RTN4) >/dev/null 2>&1 || $(EDGE) quantize $(FP32) -o $(RTN4) --precision int4 --force
+	@for m in $(FP32) $(INT8) $(INT4); do \
+		echo; echo "$$ onnx-edge generate $$m \"$(QUESTION)\""; $(EDGE) generate $$m "$(QUESTION)" || exit 1; done
 	@echo
-	@echo '$$ onnx-edge generate $(OUT)/smollm2-fp32 "What is the capital of France?"'
-	@$(EDGE) generate $(OUT)/smollm2-fp32 "What is the capital of France?"
+	$(EDGE) compare $(FP32) $(INT8) $(INT4) $(RTN4) --context 256 --max-windows 8 --runs 2 \
+		--prompt-tokens 256 --bench-gen-tokens 128 --html $(OUT)/report.html
+	@echo "report: $(OUT)/report.html"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

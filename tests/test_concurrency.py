@@ -212,9 +212,9 @@ def test_cancel_one_of_eight(model):
 
 def test_concurrent_loads_share_the_hash_cache(exported_models, tmp_path, monkeypatch):
     """Four threads load the same folder at once: all succeed and the cache file stays valid JSON."""
-    from onnx_edge.runtime import integrity, load
+    from onnx_edge.runtime import hash_cache, load
 
-    monkeypatch.setattr(integrity, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(hash_cache, "RACY_SECONDS", 0.0)
     folder = exported_models("llama")
     models = run_threads([lambda: load(folder, provider="cpu") for _ in range(4)])
     assert all(m.generate("Hello", chat=False, max_new_tokens=4).generated_tokens <= 4 for m in models)

@@ -813,7 +813,7 @@ def test_runtime_never_unpickles_numpy():
 
 @pytest.fixture
 def count_hashes(monkeypatch):
-    from onnx_edge.runtime import integrity
+    from onnx_edge.runtime import hash_cache, integrity
 
     counted = []
     real = integrity.sha256_fd
@@ -823,7 +823,7 @@ def count_hashes(monkeypatch):
         return real(fd, *args)
 
     monkeypatch.setattr(integrity, "sha256_fd", counting)
-    monkeypatch.setattr(integrity, "RACY_SECONDS", 0.0)  # files of a fresh copy may be cached at once
+    monkeypatch.setattr(hash_cache, "RACY_SECONDS", 0.0)  # files of a fresh copy may be cached at once
     return counted
 
 
