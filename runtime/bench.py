@@ -258,17 +258,22 @@ def bench(path, provider: str = "cpu", prompt_tokens: int = 256, gen_tokens: int
            "--warmup", str(warmup)]
     if threads:
         cmd += ["--threads", str(threads)]
+    return run_worker(cmd, path, BenchError, timeout)
+
+
+def run_worker(cmd: list[str], path, error: type[Exception], timeout: float | None = None) -> "BenchResult":
+    """Run a benchmark worker subprocess; its last JSON line is a BenchResult or {"error": ...}."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"{path}: benchmark did not finish within {timeout:g} s") from None
+        raise error(f"{path}: benchmark did not finish within {timeout:g} s") from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     data = json.loads(lines[-1]) if lines else None
     if data is not None and "error" in data:
-        raise BenchError(data["error"])
+        raise error(data["error"])
     if proc.returncode != 0 or data is None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BenchError(f"{path}: benchmark worker failed (exit {proc.returncode}): {tail}")
+        raise error(f"{path}: benchmark worker failed (exit {proc.returncode}): {tail}")
     return BenchResult.from_dict(data)
 
 

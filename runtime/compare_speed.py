@@ -22,27 +22,17 @@ if TYPE_CHECKING:
 
 
 def measure_speed(v: Variant, opts: CompareOptions):
-    from onnx_edge.runtime.bench import BenchResult, bench
+    from onnx_edge.runtime.bench import bench, run_worker
 
     if v.kind == "onnx-edge":
         return bench(v.path, provider=opts.provider, prompt_tokens=opts.prompt_tokens, gen_tokens=opts.bench_gen_tokens,
                      runs=opts.runs, threads=opts.threads, warmup=opts.warmup)
-    import subprocess
-
     cmd = [sys.executable, "-m", "onnx_edge.runtime.compare", "--bench-worker", v.kind, v.path,
            "--provider", opts.provider, "--prompt-tokens", str(opts.prompt_tokens),
            "--gen-tokens", str(opts.bench_gen_tokens), "--runs", str(opts.runs), "--warmup", str(opts.warmup)]
     if opts.threads:
         cmd += ["--threads", str(opts.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    data = json.loads(lines[-1]) if lines else None
-    if data is not None and "error" in data:
-        raise CompareError(data["error"])
-    if proc.returncode != 0 or data is None:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CompareError(f"{v.path}: benchmark worker failed (exit {proc.returncode}): {tail}")
-    return BenchResult.from_dict(data)
+    return run_worker(cmd, v.path, CompareError)
 
 
 def _bench_genai(path: str, a) -> dict:
