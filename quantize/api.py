@@ -24,7 +24,7 @@ DATA_FILE = "model.onnx.data"
 
 
 def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str = "int4", *, force: bool = False,
-             scheme: str | None = None, block_size: int = 32, symmetric: bool = False, accuracy_level: int = 0,
+             scheme: str | None = None, block_size: int = 32, symmetric: bool = False, accuracy_level: int | None = None,
              algorithm: str = "rtn", calibration: str = "minmax", keep: tuple[str, ...] = (),
              embeddings: str = "quantize", keep_precision: str | None = None, max_kl: float | None = None,
              text_file: str | None = None, provider: str = "cpu", context: int = 256, eval_windows: int = 8,
@@ -44,7 +44,7 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
     verify_files(src, manifest)
     calib_text, eval_text, label = texts(text_file)
 
-    steps = Steps(5 + bool(max_kl), enabled=progress, title=f"quantize {precision}")
+    steps = Steps(3 + bool(report) + bool(max_kl), enabled=progress, title=f"quantize {precision}")
     try:
         with steps.step("load"):
             model = onnx.load(src / manifest.model_file)

@@ -432,7 +432,7 @@ def main(argv: list[str]) -> int:
             results = {k: v for k, v in old.get("anchors", {}).items() if k not in wanted}
             failures = {k: v for k, v in old.get("failures", {}).items() if k not in wanted and k != "hf-folder"}
     hf = None
-    if any(a in wanted for a in ("torch", "genai-fp32", "genai-int4")):
+    if any(a in wanted for a in ("torch", "torch-spin", "genai-fp32", "genai-int4")):
         try:
             hf = ensure_hf_folder(py, gguf, args.work)
         except Exception as exc:  # noqa: BLE001 - the doc says why, the rest still runs

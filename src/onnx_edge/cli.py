@@ -150,8 +150,8 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
               help="int8: weight_only (default), dynamic or static (QDQ); int4: weight_only; fp16: cast.")
 @click.option("--block-size", type=int, default=32, show_default=True, help="Weight-only block size (16/32/64/128).")
 @click.option("--symmetric/--asymmetric", default=False, show_default=True, help="Weight-only zero points.")
-@click.option("--accuracy-level", type=int, default=0, show_default=True,
-              help="MatMulNBits compute: 0 unset, 1 fp32, 4 int8 activations (faster on CPU).")
+@click.option("--accuracy-level", type=int, default=None,
+              help="MatMulNBits compute: 0/1 fp32 (best quality), 4 int8 activations (fast; default on CPU).")
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq", "gptq"]), default="rtn", show_default=True)
 @click.option("--calibration", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="Static int8 calibration method.")
@@ -171,7 +171,7 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the quantization record as JSON.")
 def quantize_cmd(path: Path, output: Path, precision: str, scheme: str | None, block_size: int, symmetric: bool,
-                 accuracy_level: int, algorithm: str, calibration: str, keep: tuple[str, ...],
+                 accuracy_level: int | None, algorithm: str, calibration: str, keep: tuple[str, ...],
                  keep_precision: str | None, embeddings: str, max_kl: float | None, text_file: Path | None,
                  context: int, eval_windows: int, provider: str, force: bool, as_json: bool) -> None:
     """Quantize the fp32 folder PATH and report what it cost in quality and size."""
