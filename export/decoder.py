@@ -25,12 +25,7 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
     `rope` is (cos, sin) of shape (context_length, rotary_dim // 2), attention scaling folded in."""
     io = io or IOSpec()
     g = Graph(opset=opset)
-    ids = g.input(io.input_ids, INT64, ["batch", "sequence"])
-    mask_in = g.input(io.attention_mask, INT64, ["batch", "total_sequence"])
-    pos = g.input(io.position_ids, INT64, ["batch", "sequence"])
-    kv_shape = ["batch", shape.num_kv_heads, "past_sequence", shape.head_dim]
-    past = [(g.input(io.past_key.format(i=i), FLOAT, kv_shape), g.input(io.past_value.format(i=i), FLOAT, kv_shape))
-            for i in range(shape.num_layers)]
+    ids, mask_in, pos, past = decoder_inputs(g, io, shape)
 
     mask = attention_mask(g, ids, mask_in, shape.sliding_window)  # (B, 1, S, T) bool
     cos_sin = rotary_tables(g, pos, rope) if spec.positions == "rope" else None
@@ -62,6 +57,17 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
         g.output(k, io.present_key.format(i=i), FLOAT, present_shape)
         g.output(v, io.present_value.format(i=i), FLOAT, present_shape)
     return g.model(f"{shape.model_type}_decoder", "onnx-edge-kit", producer_version)
+
+
+def decoder_inputs(g: Graph, io: IOSpec, shape: ModelShape):
+    """The contract's inputs, shared by every emitter: ids, mask, positions and the per-layer past KV."""
+    ids = g.input(io.input_ids, INT64, ["batch", "sequence"])
+    mask_in = g.input(io.attention_mask, INT64, ["batch", "total_sequence"])
+    pos = g.input(io.position_ids, INT64, ["batch", "sequence"])
+    kv_shape = ["batch", shape.num_kv_heads, "past_sequence", shape.head_dim]
+    past = [(g.input(io.past_key.format(i=i), FLOAT, kv_shape), g.input(io.past_value.format(i=i), FLOAT, kv_shape))
+            for i in range(shape.num_layers)]
+    return ids, mask_in, pos, past
 
 
 def attention_mask(g: Graph, ids: str, mask_in: str, window: int | None) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnx_edge.export.decoder import _name, norm
-from onnx_edge.export.graph import FLOAT, INT64, Graph
+from onnx_edge.export.decoder import _name, decoder_inputs, norm
+from onnx_edge.export.graph import FLOAT, Graph
 from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
 
@@ -58,12 +58,7 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
         raise ValueError(f"no fused graph for {spec.model_type}")
     io = fused_io(io)
     g = Graph(opset=opset)
-    ids = g.input(io.input_ids, INT64, ["batch", "sequence"])
-    mask_in = g.input(io.attention_mask, INT64, ["batch", "total_sequence"])
-    pos = g.input(io.position_ids, INT64, ["batch", "sequence"])
-    kv_shape = ["batch", shape.num_kv_heads, "past_sequence", shape.head_dim]
-    past = [(g.input(io.past_key.format(i=i), FLOAT, kv_shape), g.input(io.past_value.format(i=i), FLOAT, kv_shape))
-            for i in range(shape.num_layers)]
+    ids, mask_in, pos, past = decoder_inputs(g, io, shape)
     keep = g.optional_input(io.logits_to_keep, np.array(0, dtype=np.int64))
 
     seqlens, total, align, unalign = attention_inputs(g, pos, mask_in)

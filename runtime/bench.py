@@ -276,16 +276,21 @@ def run_worker(cmd: list[str], path, error: type[Exception], timeout: float | No
     return BenchResult.from_dict(data)
 
 
-def _worker(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onnx_edge.runtime.bench",
-                                description="Benchmark one exported folder; prints one JSON object.")
-    p.add_argument("--worker", required=True, metavar="PATH")
+def add_worker_options(p: argparse.ArgumentParser) -> None:
+    """The measurement options every benchmark worker (ours, compare's genai/gguf one) takes."""
     p.add_argument("--provider", default="cpu")
     p.add_argument("--prompt-tokens", type=int, default=256)
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
+
+
+def _worker(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m onnx_edge.runtime.bench",
+                                description="Benchmark one exported folder; prints one JSON object.")
+    p.add_argument("--worker", required=True, metavar="PATH")
+    add_worker_options(p)
     a = p.parse_args(argv)
     try:
         result = bench_in_process(a.worker, a.provider, a.prompt_tokens, a.gen_tokens, a.runs, a.threads, a.warmup)

@@ -221,8 +221,7 @@ class _LogitStore:
 def compare(variants: list[Variant], reference: Variant | None = None, options: CompareOptions | None = None,
             progress: bool = False) -> CompareReport:
     """Score every variant against the reference (see the module docstring)."""
-    from onnx_edge.runtime.quality import (aggregate, evaluation_text, log_softmax, score_window, token_windows,
-                                           window_logits)
+    from onnx_edge.runtime.quality import aggregate, evaluation_text, log_softmax, score_window, token_windows
 
     opts = options or CompareOptions()
     start = time.perf_counter()
@@ -275,17 +274,14 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
         # 1. the reference: its scored logits and greedy tokens, kept; its own row scores it against itself.
         with bar.step(f"load {ref.name} (reference)"):
             engine = ref.open(open_ctx)
+        def score_ref(i, window, logits):
+            store.put(i, logits)
+            logp = store.logprobs(i)
+            return score_window(logp, logp, window)
+
         try:
-            scores = []
-            for i, window in enumerate(windows):
-                with bar.step(f"{ref.name} (reference): window {i + 1}/{n_windows}"):
-                    store.put(i, window_logits(engine, window))
-                    logp = store.logprobs(i)
-                    scores.append(score_window(logp, logp, window))
-            ref_tokens = []
-            for j, ids in enumerate(prompt_ids):
-                with bar.step(f"{ref.name} (reference): prompt {j + 1}/{n_prompts}"):
-                    ref_tokens.append(engine.greedy(ids, opts.gen_tokens))
+            scores, ref_tokens = _evaluate(engine, f"{ref.name} (reference)", windows, prompt_ids, bar,
+                                           opts.gen_tokens, score_ref)
         finally:
             engine.close()
             del engine
@@ -297,15 +293,9 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
             with bar.step(f"load {v.name}"):
                 engine = v.open(open_ctx)
             try:
-                scores = []
-                for i, window in enumerate(windows):
-                    with bar.step(f"{v.name}: window {i + 1}/{n_windows}"):
-                        logp = log_softmax(window_logits(engine, window))
-                        scores.append(score_window(store.logprobs(i), logp, window))
-                tokens = []
-                for j, ids in enumerate(prompt_ids):
-                    with bar.step(f"{v.name}: prompt {j + 1}/{n_prompts}"):
-                        tokens.append(engine.greedy(ids, opts.gen_tokens))
+                scores, tokens = _evaluate(engine, v.name, windows, prompt_ids, bar, opts.gen_tokens,
+                                           lambda i, window, logits: score_window(store.logprobs(i),
+                                                                                  log_softmax(logits), window))
             finally:
                 engine.close()
                 del engine
@@ -333,6 +323,21 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
                     runs=opts.runs, warmup=opts.warmup) if opts.speed else None),
         created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seconds=round(time.perf_counter() - start, 2),
         versions=_versions())
+
+
+def _evaluate(engine, label: str, windows, prompt_ids, bar, gen_tokens: int, score):
+    """One engine over every window (`score(i, window, logits)` -> WindowScore) and every prompt (greedy)."""
+    from onnx_edge.runtime.quality import window_logits
+
+    scores = []
+    for i, window in enumerate(windows):
+        with bar.step(f"{label}: window {i + 1}/{len(windows)}"):
+            scores.append(score(i, window, window_logits(engine, window)))
+    tokens = []
+    for j, ids in enumerate(prompt_ids):
+        with bar.step(f"{label}: prompt {j + 1}/{len(prompt_ids)}"):
+            tokens.append(engine.greedy(ids, gen_tokens))
+    return scores, tokens
 
 
 class _Encoder:

@@ -97,13 +97,10 @@ def _bench_gguf(path: str, a) -> dict:
 def bench_worker(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m onnx_edge.runtime.compare",
                                 description="Benchmark one onnxruntime-genai folder or .gguf file; prints one JSON object.")
+    from onnx_edge.runtime.bench import add_worker_options
+
     p.add_argument("--bench-worker", nargs=2, required=True, metavar=("KIND", "PATH"))
-    p.add_argument("--provider", default="cpu")
-    p.add_argument("--prompt-tokens", type=int, default=256)
-    p.add_argument("--gen-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
+    add_worker_options(p)
     a = p.parse_args(argv)
     kind, path = a.bench_worker
     try:
