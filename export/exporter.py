@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata as md
 import os
@@ -22,12 +23,14 @@ GRAPH_VARIANTS = ("auto", "fused", "reference")
 
 
 def export(source: str, output: str | os.PathLike, *, force: bool = False, validate: bool = True,
-           opset: int = 17, progress: bool = False, graph: str = "auto") -> Manifest:
+           opset: int = 17, progress: bool = False, graph: str = "auto", provider: str = "cpu") -> Manifest:
     """Export SOURCE (HF folder, .gguf, hub id or alias) to an fp32 ONNX folder at `output`.
 
     `graph`: "fused" (onnxruntime contrib ops: GroupQueryAttention, RotaryEmbedding, fused norms; shared
     KV buffer, last-position logits), "reference" (plain ONNX ops only), or "auto" = fused where the
     architecture has a fused emitter, else reference. See DESIGN.md.
+    `provider` (cpu, cuda, dml) is the execution provider the folder targets (onnx_edge.targets): the graph is
+    shaped for it and the manifest records it; quantize then writes that provider's precisions.
     The folder is built next to `output` and renamed into place only when complete and validated."""
     from onnx_edge.export.decoder import build_decoder
     from onnx_edge.export.fused import build_fused_decoder, supports_fused
@@ -35,7 +38,12 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     from onnx_edge.export.torch_model import load_model, read_model_type, rope_tables, save_tokenizer_files
     from onnx_edge.export.weights import canonical_weights
 
-    if opset not in SUPPORTED_OPSETS:
+    from onnx_edge.targets import TARGET_NAMES, target
+
+    if provider not in TARGET_NAMES:
+        raise OutputError(f"provider {provider!r} is not one of {', '.join(TARGET_NAMES)}")
+    tgt = target(provider)
+    if opset not in SUPPORTED_OPSETS or opset > tgt.max_opset:
         raise OutputError(f"opset {opset} is not supported (choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
     if graph not in GRAPH_VARIANTS:
         raise OutputError(f"graph {graph!r} is not one of {', '.join(GRAPH_VARIANTS)}")
@@ -57,10 +65,18 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
         with steps.step("map weights"):
             weights = canonical_weights(spec, shape, loaded.model.state_dict())
             rope = rope_tables(loaded.model, shape.context_length) if spec.positions == "rope" else None
+            if variant == "fused" and not tgt.rotary_in_attention and shape.sliding_window:
+                # DirectML's GQA ignores local_window_size: never let a sequence outgrow the window.
+                shape = dataclasses.replace(shape, context_length=min(shape.context_length, int(shape.sliding_window)))
         with steps.step("build graph"):
             io = IOSpec(position_ids="position_ids")
-            build = build_fused_decoder if variant == "fused" else build_decoder
-            proto = build(spec, shape, weights, rope, opset=opset, io=io, producer_version=onnx_edge.__version__)
+            if variant == "fused":
+                proto = build_fused_decoder(spec, shape, weights, rope, opset=opset, io=io,
+                                            producer_version=onnx_edge.__version__,
+                                            rotary_in_attention=tgt.rotary_in_attention)
+            else:
+                proto = build_decoder(spec, shape, weights, rope, opset=opset, io=io,
+                                      producer_version=onnx_edge.__version__)
             del weights
         with staged_folder(out) as tmp:
             with steps.step("save"):
@@ -68,7 +84,7 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 del proto
                 save_tokenizer_files(loaded, tmp)
             manifest = Manifest(
-                architecture=shape.to_dict(), io=io, graph=variant, precision="fp32", provider="cpu", opset=opset,
+                architecture=shape.to_dict(), io=io, graph=variant, precision="fp32", provider=provider, opset=opset,
                 tokenizer={"file": "tokenizer.json", "chat_template": _chat_template_file(tmp)},
                 provenance={
                     "source": src.text, "source_kind": src.kind, "source_sha256": source_sha256(src),

@@ -53,17 +53,21 @@ def fused_io(io: IOSpec | None = None) -> IOSpec:
 
 def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarray],
                         rope: tuple[np.ndarray, np.ndarray] | None, opset: int = 17,
-                        io: IOSpec | None = None, producer_version: str = "") -> onnx.ModelProto:
+                        io: IOSpec | None = None, producer_version: str = "",
+                        rotary_in_attention: bool = True) -> onnx.ModelProto:
+    """`rotary_in_attention=False` (the DirectML target: its GQA ignores do_rotary and wants separate
+    q/k/v) rotates q and k with RotaryEmbedding nodes before GroupQueryAttention."""
     if not supports_fused(spec):
         raise ValueError(f"no fused graph for {spec.model_type}")
     io = fused_io(io)
+    gqa_rope = spec.positions == "rope" and rotary_in_attention and gqa_rotary(shape)
     g = Graph(opset=opset)
     ids, mask_in, pos, past = decoder_inputs(g, io, shape)
     keep = g.optional_input(io.logits_to_keep, np.array(0, dtype=np.int64))
 
     seqlens, total, align, unalign = attention_inputs(g, pos, mask_in)
     ids = left_align(g, ids, align, "/model/align_ids")
-    if spec.positions == "learned" or not gqa_rotary(shape):
+    if not gqa_rope:
         pos = left_align(g, pos, align, "/model/align_positions")
     else:
         pos = None  # GQA's rotary takes each token's position from its cache row (= position_ids)
@@ -92,7 +96,7 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
     for i in range(n):
         scope = f"/model/layers.{i}"
         attn, o_bias, present = attention(g, spec, shape, h, w, past[i], pos, seqlens, total, rope_caches,
-                                          f"{scope}/attn")
+                                          f"{scope}/attn", gqa_rope, rotary_in_attention)
         presents.append(present)
         h, residual = skip_norm(g, spec, shape, attn, residual, w, "mlp_norm", o_bias, f"{scope}/mlp_norm")
         out, down_bias = mlp(g, spec, shape, h, w, f"{scope}/mlp")
@@ -162,7 +166,8 @@ def left_align(g: Graph, x: str, index: str, scope: str) -> str:
 
 
 def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past: tuple[str, str], pos: str,
-              seqlens: str, total: str, rope_caches, scope: str):
+              seqlens: str, total: str, rope_caches, scope: str, gqa_rope: bool,
+              packed_qkv: bool):
     """Returns the attention output before the o-projection bias (the bias goes into the following
     Skip*LayerNormalization), that bias (or ""), and (present_key, present_value)."""
     nh, nkv, d = shape.num_heads, shape.num_kv_heads, shape.head_dim
@@ -174,18 +179,20 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     # position_ids), which is what GQA's rotary uses.
     inputs = [qkv, "", "", past[0], past[1], seqlens, total]
     attrs = dict(num_heads=nh, kv_num_heads=nkv)
-    if rope_caches is not None and gqa_rotary(shape):
+    if gqa_rope:
         inputs += list(rope_caches)
         attrs.update(do_rotary=1, rotary_interleaved=0)
-    elif rope_caches is not None:
-        # onnxruntime's GQA rotary needs rotary_dim / 2 to be a multiple of 8; otherwise (a small partial
-        # rotary such as the tiny phi3's 8 of 16) RotaryEmbedding nodes rotate q and k with our positions.
+    if not gqa_rope and (rope_caches is not None or not packed_qkv):
         q, k, v = g.op("Split", [qkv, g.const([nh * d, nkv * d, nkv * d])], f"{scope}/qkv", n_out=3, axis=-1)
-        cos, sin = rope_caches
-        q = g.op("RotaryEmbedding", [q, pos, cos, sin], f"{scope}/q_rotary", domain=MS,
-                 num_heads=nh, rotary_embedding_dim=shape.rotary_dim, interleaved=0)
-        k = g.op("RotaryEmbedding", [k, pos, cos, sin], f"{scope}/k_rotary", domain=MS,
-                 num_heads=nkv, rotary_embedding_dim=shape.rotary_dim, interleaved=0)
+        if rope_caches is not None:
+            # onnxruntime's GQA rotary needs rotary_dim / 2 to be a multiple of 8, and DirectML's ignores it;
+            # otherwise (a small partial rotary such as the tiny phi3's 8 of 16, or a DirectML target)
+            # RotaryEmbedding nodes rotate q and k with our positions.
+            cos, sin = rope_caches
+            q = g.op("RotaryEmbedding", [q, pos, cos, sin], f"{scope}/q_rotary", domain=MS,
+                     num_heads=nh, rotary_embedding_dim=shape.rotary_dim, interleaved=0)
+            k = g.op("RotaryEmbedding", [k, pos, cos, sin], f"{scope}/k_rotary", domain=MS,
+                     num_heads=nkv, rotary_embedding_dim=shape.rotary_dim, interleaved=0)
         inputs[:3] = [q, k, v]
     if shape.sliding_window:
         # HF: a query sees the `window` keys ending at itself (key > query - window). onnxruntime 1.32's CPU

@@ -26,16 +26,19 @@ DATA_FILE = "model.onnx.data"
 def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str = "int4", *, force: bool = False,
              scheme: str | None = None, block_size: int = 32, symmetric: bool = False, accuracy_level: int | None = None,
              algorithm: str = "rtn", calibration: str = "minmax", keep: tuple[str, ...] = (),
-             embeddings: str = "quantize", keep_precision: str | None = None, max_kl: float | None = None,
-             text_file: str | None = None, provider: str = "cpu", context: int = 256, eval_windows: int = 8,
+             embeddings: str | None = None, keep_precision: str | None = None, max_kl: float | None = None,
+             text_file: str | None = None, provider: str | None = None, context: int = 256, eval_windows: int = 8,
              calib_windows: int = 4, report: bool = True, progress: bool = False) -> Manifest:
-    """Quantize the fp32 folder `input` into `output` (see DESIGN.md, Quantization)."""
+    """Quantize the fp32 folder `input` into `output` (see DESIGN.md, Quantization). `provider`: the target
+    (default: the one the input was exported for); cuda and dml variants run on an fp16 base."""
+    src = Path(input).expanduser().absolute()
+    manifest = read_manifest(src)
+    provider = provider or manifest.provider
     cfg = QuantConfig(precision=precision, scheme=scheme, block_size=block_size, symmetric=symmetric,
                       accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, keep=tuple(keep),
                       embeddings=embeddings, keep_precision=keep_precision, max_kl=max_kl, provider=provider)
-    src = Path(input).expanduser().absolute()
     out = Path(output).expanduser().absolute()
-    manifest = read_manifest(src)
+    _check_target(src, manifest, cfg.provider)
     if manifest.precision != "fp32":
         raise QuantizeError(f"{src}: is already {manifest.precision}; quantize the fp32 export instead")
     if out == src or out in src.parents:
@@ -72,6 +75,7 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
         with steps.step("quantize"):
             qmodel = apply(model, manifest, cfg, names, keep, reader)
             del model
+            _check_ops(qmodel, cfg.provider)
         with staged_folder(out) as tmp:
             with steps.step("save"):
                 onnx.save_model(qmodel, tmp / manifest.model_file, save_as_external_data=True,
@@ -103,10 +107,13 @@ def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: l
           reader) -> onnx.ModelProto:
     """A quantized copy of `model`: weights in `keep` stay fp32, or go int8 when keep_precision says so."""
     model = copy.deepcopy(model)
-    if cfg.precision == "fp16":
-        from onnx_edge.quantize.fp16 import to_fp16
+    from onnx_edge.quantize.fp16 import to_fp16
 
+    if cfg.precision == "fp16":
         return to_fp16(model, manifest.io.logits)
+    if cfg.fp16_base:  # GPU weight-only: quantize the fp32 weights, then everything else goes fp16
+        fp32 = dataclasses.replace(cfg, provider="cpu", accuracy_level=cfg.accuracy_level)
+        return to_fp16(apply(model, manifest, fp32, names, keep, reader), manifest.io.logits)
     everything = set(names)
     if keep and cfg.keep_precision == "int8":
         int8 = dataclasses.replace(cfg, precision="int8", algorithm="rtn", max_kl=None, keep_precision="fp32")
@@ -125,6 +132,24 @@ def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: l
     from onnx_edge.quantize.int8 import quantize_int8
 
     return quantize_int8(model, cfg, keep, reader)
+
+
+def _check_target(src: Path, manifest: Manifest, provider: str) -> None:
+    """A fused graph exported with the rotary inside GroupQueryAttention cannot become a DirectML folder."""
+    from onnx_edge.targets import TARGETS
+
+    if manifest.graph == "fused" and TARGETS[manifest.provider].rotary_in_attention \
+            and not TARGETS[provider].rotary_in_attention:
+        raise QuantizeError(f"{src}: was exported for {manifest.provider}; {provider} needs its own graph "
+                            f"(rotary outside GroupQueryAttention): export again with --provider {provider}")
+
+
+def _check_ops(model: onnx.ModelProto, provider: str) -> None:
+    from onnx_edge.targets import unsupported_ops
+
+    missing = unsupported_ops({(n.domain, n.op_type) for n in model.graph.node}, provider)
+    if missing:
+        raise QuantizeError(f"the quantized graph has operators {provider} has no kernel for: {', '.join(missing)}")
 
 
 def _sensitivity(model, manifest, folder, cfg, names, keep, reader):
@@ -149,7 +174,7 @@ def _quantized_manifest(src: Manifest, cfg: QuantConfig, names, keep, plan, src_
     m = copy.deepcopy(src)
     m.precision = cfg.precision
     m.provider = cfg.provider
-    if cfg.precision == "fp16":
+    if cfg.fp16_base:
         m.io = dataclasses.replace(m.io, kv_dtype="float16")
     m.validation = None  # PyTorch parity belongs to the fp32 export; the quality report below replaces it
     m.provenance = dict(src.provenance, quantized_from=str(src_folder),
@@ -157,7 +182,7 @@ def _quantized_manifest(src: Manifest, cfg: QuantConfig, names, keep, plan, src_
                         export_validation=src.validation)
     m.quantization = {
         "config": cfg.to_dict(),
-        "weights": {n: ("fp32" if n in keep and cfg.keep_precision == "fp32" else
+        "weights": {n: (("fp16" if cfg.fp16_base else "fp32") if n in keep and cfg.keep_precision == "fp32" else
                         "int8" if n in keep else cfg.precision) for n in names},
         "kept_patterns": list(cfg.keep),
         "sensitivity": plan.to_dict() if plan else None,

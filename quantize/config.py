@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from onnx_edge.errors import EdgeError
+from onnx_edge.targets import TARGETS
 
 PRECISIONS = ("int8", "int4", "fp16")
 SCHEMES = {"int8": ("weight_only", "dynamic", "static"), "int4": ("weight_only",), "fp16": ("cast",)}
@@ -13,12 +14,6 @@ ALGORITHMS = ("rtn", "hqq", "gptq")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 BLOCK_SIZES = (16, 32, 64, 128)
 ACCURACY_LEVELS = (0, 1, 4)
-# What each target provider can run (onnxruntime contrib-op support per execution provider).
-PROVIDER_SUPPORT = {
-    "cpu": {("int8", "weight_only"), ("int8", "dynamic"), ("int8", "static"), ("int4", "weight_only")},
-    "cuda": {("int8", "weight_only"), ("int4", "weight_only"), ("fp16", "cast")},
-    "dml": {("int4", "weight_only"), ("fp16", "cast")},
-}
 
 
 class QuantizeError(EdgeError):
@@ -31,13 +26,14 @@ class QuantConfig:
     scheme: str | None = None  # default: weight_only for int8/int4, cast for fp16
     block_size: int = 32
     symmetric: bool = False
-    # MatMulNBits compute: 0 unset (fp32), 1 fp32, 4 int8 activations. Default: 4 on CPU, where
-    # onnxruntime's fp32 paths are slow (8-bit weights run ~20x slower than fp32 at level 0), else 0.
+    # MatMulNBits compute: 0 unset (fp32), 1 fp32, 4 int8 activations. Default: the target's (4 on CPU, where
+    # onnxruntime's fp32 paths are slow: 8-bit weights run ~20x slower than fp32 at level 0; GPUs 0).
     accuracy_level: int | None = None
     algorithm: str = "rtn"
     calibration: str = "minmax"  # static int8 only
     keep: tuple[str, ...] = ()  # glob patterns of weights left at fp32
-    embeddings: str = "quantize"  # "quantize" (embedding + lm_head) or "keep" (fp32)
+    embeddings: str | None = None  # "quantize" (embedding + lm_head) or "keep"; default: quantize where the
+    # target has GatherBlockQuantized (not DirectML)
     max_kl: float | None = None  # automatic mixed precision budget
     keep_precision: str | None = None  # what kept weights become: "int8" (default under int4) or "fp32"
     provider: str = "cpu"
@@ -52,8 +48,10 @@ class QuantConfig:
                                 f"(choose {', '.join(SCHEMES[self.precision])})")
         if self.block_size not in BLOCK_SIZES:
             raise QuantizeError(f"block size {self.block_size} is not supported (choose {', '.join(map(str, BLOCK_SIZES))})")
+        if self.provider not in TARGETS:
+            raise QuantizeError(f"unknown provider '{self.provider}' (choose {', '.join(TARGETS)})")
         if self.accuracy_level is None:
-            self.accuracy_level = 4 if self.provider == "cpu" and self.scheme == "weight_only" else 0
+            self.accuracy_level = TARGETS[self.provider].accuracy_level if self.scheme == "weight_only" else 0
         if self.accuracy_level not in ACCURACY_LEVELS:
             raise QuantizeError(f"accuracy level {self.accuracy_level} is not supported (choose 0, 1 or 4)")
         if self.algorithm not in ALGORITHMS:
@@ -64,16 +62,19 @@ class QuantConfig:
             raise QuantizeError("gptq is available for int4 only (onnxruntime's GPTQ packs 4-bit weights)")
         if self.calibration not in CALIBRATION_METHODS:
             raise QuantizeError(f"unknown calibration method '{self.calibration}' (choose {', '.join(CALIBRATION_METHODS)})")
+        tables = TARGETS[self.provider].quantized_tables
+        self.embeddings = self.embeddings or ("quantize" if tables else "keep")
         if self.embeddings not in ("quantize", "keep"):
             raise QuantizeError("embeddings must be 'quantize' or 'keep'")
+        if self.embeddings == "quantize" and not tables and self.precision != "fp16":
+            raise QuantizeError(f"provider '{self.provider}' has no GatherBlockQuantized kernel: its embedding table "
+                                f"stays fp16 (--embeddings keep)")
         if self.max_kl is not None and not (self.max_kl > 0):
             raise QuantizeError(f"--max-kl must be a positive number, got {self.max_kl}")
         if self.max_kl is not None and self.precision == "fp16":
             raise QuantizeError("--max-kl applies to int8/int4 only")
-        if self.provider not in PROVIDER_SUPPORT:
-            raise QuantizeError(f"unknown provider '{self.provider}' (choose {', '.join(PROVIDER_SUPPORT)})")
-        if (self.precision, self.scheme) not in PROVIDER_SUPPORT[self.provider]:
-            able = sorted(f"{p} {s}" for p, s in PROVIDER_SUPPORT[self.provider])
+        if (self.precision, self.scheme) not in TARGETS[self.provider].precisions:
+            able = sorted(f"{p} {s}" for p, s in TARGETS[self.provider].precisions)
             raise QuantizeError(f"{self.precision} {self.scheme} is not supported on provider '{self.provider}' "
                                 f"(it runs: {', '.join(able)})")
         self.keep = tuple(self.keep)
@@ -81,6 +82,11 @@ class QuantConfig:
             self.keep_precision = "int8" if self.precision == "int4" else "fp32"
         if self.keep_precision not in ("int8", "fp32") or (self.keep_precision == "int8" and self.precision != "int4"):
             raise QuantizeError("kept weights can be int8 (under int4) or fp32")
+
+    @property
+    def fp16_base(self) -> bool:
+        """Weight-only GPU variants: quantized weights under fp16 activations (and fp16 tables)."""
+        return self.precision == "fp16" or TARGETS[self.provider].activations == "fp16"
 
     @property
     def bits(self) -> int:

@@ -87,7 +87,7 @@ def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True
     info = verify_files(folder, manifest, check_hashes=verify, use_cache=hash_cache)
     check_contract(manifest, info.interface)  # io names, dtypes, KV and vocab sizes match the graph
     shape = ModelShape.from_dict(manifest.architecture)
-    chosen = resolve_provider(provider)
+    chosen = resolve_provider(provider, manifest.provider)
     tok = load_tokenizer(folder, manifest.tokenizer.get("file", "tokenizer.json"))
     # Highest id the tokenizer can produce (base vocabulary, then added tokens; get_vocab() would be exact but
     # costs ~0.15 s for 50k tokens): ids past the model's vocabulary would fail inside onnxruntime.

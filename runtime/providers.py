@@ -26,11 +26,19 @@ def available_providers() -> list[str]:
     return [name for name, ort_name in ORT_NAMES.items() if ort_name in have]
 
 
-def resolve_provider(name: str) -> str:
-    """Map auto/cpu/cuda/dml to one usable provider name, or raise ProviderError."""
+def resolve_provider(name: str, target: str | None = None) -> str:
+    """Map auto/cpu/cuda/dml to one usable provider name, or raise ProviderError. `target` is the provider
+    the folder was built for: `auto` takes it, and never silently falls back to the CPU from a GPU target
+    (naming a provider, e.g. cpu, is how a caller asks for that)."""
     if name not in PROVIDER_CHOICES:
         raise ProviderError(f"unknown provider '{name}' (choose from {', '.join(PROVIDER_CHOICES)})")
     have = available_providers()
+    if name == "auto" and target in ORT_NAMES:
+        if target in have:
+            return target
+        raise ProviderError(
+            f"this folder targets {target}, which this onnxruntime build lacks (install {EXTRAS[target]}; "
+            f"or pass --provider cpu to run it on the CPU)")
     if name == "auto":
         for candidate in ("cuda", "dml", "cpu"):
             if candidate in have:

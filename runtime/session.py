@@ -24,6 +24,7 @@ import numpy as np
 from onnx_edge.manifest import Manifest
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.providers import ORT_NAMES, import_ort
+from onnx_edge.targets import TARGETS
 
 KV = list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value), each (B, kv_heads, T, head_dim)
 
@@ -47,20 +48,22 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def session_options(ort, threads: int | None):
+def session_options(ort, threads: int | None, mem_pattern: bool = True):
     """Chosen deliberately (DESIGN.md "Session options" has the measurements):
     - ORT_ENABLE_ALL: the reference graph needs the level-2 fusions (RMSNorm, Gelu, MatMul+Add); for the fused
       graph they are almost all no-ops, and load time is the same at every level (reading and prepacking
       the weights dominates), which is also why no optimized-model cache is kept on disk.
     - intra-op threads = physical cores unless the caller says otherwise; inter-op parallelism off
       (ORT_SEQUENTIAL): a decoder is a chain, there is nothing to run side by side.
-    - memory arena and memory patterns stay on (defaults): the prefill reuses the same-shaped scratch.
+    - memory arena and memory patterns stay on (defaults): the prefill reuses the same-shaped scratch;
+      `mem_pattern=False` for DirectML, which requires memory patterns off and sequential execution.
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = int(threads) if threads else physical_cores()
     opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = bool(mem_pattern)
     opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
     return opts
 
@@ -153,10 +156,17 @@ class KVCache:
 
 class DecoderSession:
     def __init__(self, folder: Path, manifest: Manifest, provider: str = "cpu", threads: int | None = None,
-                 model_bytes: bytes | None = None):
+                 model_bytes: bytes | None = None, device_buffers: bool | None = None):
         """`model_bytes` runs an in-memory graph (weights embedded) under the folder's manifest: quantize's
-        sensitivity search tries many graphs without writing each to disk."""
+        sensitivity search tries many graphs without writing each to disk.
+        `device_buffers`: keep the KV cache and the logits in onnxruntime-allocated memory on the provider's
+        device (default: on for cuda and dml; on the CPU, numpy buffers are shared with onnxruntime instead,
+        and True runs the device code path on the CPU, which is how it is tested without a GPU)."""
         ort = import_ort()
+        running, folder_target = TARGETS[provider], TARGETS.get(manifest.provider, TARGETS["cpu"])
+        self.provider = provider
+        self.device = running.device
+        self.device_buffers = running.device != "cpu" if device_buffers is None else bool(device_buffers)
         self._ort = ort
         self.manifest = manifest
         self.shape = ModelShape.from_dict(manifest.architecture)
@@ -170,7 +180,10 @@ class DecoderSession:
         self.huge_page_bytes = 0  # what the first new_cache() collapsed, and how long it took
         self.huge_page_seconds = 0.0
         self.session = ort.InferenceSession(model,
-                                            sess_options=session_options(ort, self.threads),
+                                            # A DirectML folder keeps DirectML's options wherever it
+                                            # runs, so its CPU check exercises them too.
+                                            sess_options=session_options(
+                                                ort, self.threads, running.mem_pattern and folder_target.mem_pattern),
                                             providers=[ORT_NAMES[provider]])
         # The ranges to collapse are fixed now: later allocations of the process are none of our business.
         self._huge_ranges = _grown_ranges(before) if before is not None else None
@@ -182,8 +195,9 @@ class DecoderSession:
         self.uses_positions = self.io.position_ids is not None
         self.shared_kv = self.io.kv_mode == "shared_buffer"
         self.logits_to_keep = self.io.logits_to_keep  # input name or None
-        # Prefix reuse (batch 1): the cache of the last request, with the tokens it holds.
-        self.reuse_prefix = True
+        # Prefix reuse (batch 1): the cache of the last request, with the tokens it holds. Off where the
+        # attention kernel cannot run a multi-token chunk on top of a cache (DirectML).
+        self.reuse_prefix = running.prefix_reuse
         self.last_reused = 0  # prefix rows the last batch-1 request took from the previous one (diagnostics)
         self._last: KVCache | None = None
         self._lock = threading.Lock()
@@ -225,9 +239,14 @@ class DecoderSession:
             n = shape.num_layers
             return KVCache(batch, capacity, False, [empty] * n, [empty] * n)
         dims = (batch, shape.num_kv_heads, capacity, shape.head_dim)
-        # np.zeros maps fresh zero pages lazily: memory is touched only as rows are written.
-        keys = [np.zeros(dims, dtype=self.kv_dtype) for _ in range(shape.num_layers)]
-        values = [np.zeros(dims, dtype=self.kv_dtype) for _ in range(shape.num_layers)]
+        if self.device_buffers:
+            # On the device, never copied to the host; GQA reads rows [0, seqlens] only, so no zeroing.
+            alloc = lambda: self._ort.OrtValue.ortvalue_from_shape_and_type(dims, self.kv_dtype, self.device, 0)
+        else:
+            # np.zeros maps fresh zero pages lazily: memory is touched only as rows are written.
+            alloc = lambda: np.zeros(dims, dtype=self.kv_dtype)
+        keys = [alloc() for _ in range(shape.num_layers)]
+        values = [alloc() for _ in range(shape.num_layers)]
         cache = KVCache(batch, capacity, True, keys, values)
         self._bind_cache(cache)
         return cache
@@ -235,11 +254,17 @@ class DecoderSession:
     def _bind_cache(self, cache: KVCache) -> None:
         ort = self._ort
         binding = self.session.io_binding()
-        cache._logits = np.zeros((cache.batch, 1, self.shape.vocab_size), dtype=np.float32)
-        cache._logits_value = ort.OrtValue.ortvalue_from_numpy(cache._logits)
+        dims = (cache.batch, 1, self.shape.vocab_size)
+        if self.device_buffers:
+            cache._logits = None  # each step copies the (B, 1, vocab) logits to the host: 4 * vocab bytes a row
+            cache._logits_value = ort.OrtValue.ortvalue_from_shape_and_type(dims, np.float32, self.device, 0)
+        else:
+            cache._logits = np.zeros(dims, dtype=np.float32)
+            cache._logits_value = ort.OrtValue.ortvalue_from_numpy(cache._logits)
         binding.bind_ortvalue_output(self.io.logits, cache._logits_value)  # bound first: output 0 from now on
+        wrap = (lambda x: x) if self.device_buffers else ort.OrtValue.ortvalue_from_numpy  # numpy: no copy
         for (pk, pv), (ok, ov), k, v in zip(self.past_names, self.present_names, cache.keys, cache.values):
-            k_val, v_val = ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v)  # no copy
+            k_val, v_val = wrap(k), wrap(v)
             binding.bind_ortvalue_input(pk, k_val)
             binding.bind_ortvalue_output(ok, k_val)
             binding.bind_ortvalue_input(pv, v_val)
@@ -275,11 +300,11 @@ class DecoderSession:
         if in_place:
             binding.bind_ortvalue_output(self.io.logits, cache._logits_value)
         else:
-            binding.bind_output(self.io.logits, "cpu")
+            binding.bind_output(self.io.logits, self.device if self.device_buffers else "cpu")
         self.session.run_with_iobinding(binding)
         cache.length = total
         if in_place:
-            return cache._logits
+            return cache._logits if cache._logits is not None else cache._logits_value.numpy()
         logits = binding.get_outputs()[0].numpy()
         binding.bind_ortvalue_output(self.io.logits, cache._logits_value)  # back to the reused buffer
         return logits[:, -1:] if last_only else logits
@@ -299,7 +324,9 @@ class DecoderSession:
             if a != b:
                 break
             reused += 1
-        if last.shared and last.capacity < capacity:
+        if last.shared and last.capacity < capacity and self.device_buffers:
+            last, reused = self.new_cache(1, capacity), 0  # a device cache is not grown through the host
+        elif last.shared and last.capacity < capacity:
             grown = self.new_cache(1, capacity)
             for dst, src in zip(grown.keys + grown.values, last.keys + last.values):
                 dst[:, :, :reused] = src[:, :, :reused]

@@ -85,3 +85,31 @@ def test_chat_answer_is_correct(smollm2):
 
     r = load(smollm2[0], provider="cpu").generate("What is the capital of France?", max_new_tokens=32)
     assert "Paris" in r.text and r.finish_reason == "stop"
+
+
+@pytest.fixture(scope="module")
+def smollm2_dml(smollm2, tmp_path_factory):
+    """SmolLM2 exported for DirectML and quantized to its two precisions (fp16, int4 on an fp16 base)."""
+    from onnx_edge.export import export
+    from onnx_edge.quantize import quantize
+
+    root = tmp_path_factory.mktemp("smollm2-dml")
+    export("smollm2-135m-instruct", root / "fp32", provider="dml", validate=False)
+    for precision in ("fp16", "int4"):
+        quantize(root / "fp32", root / precision, precision, context=128, eval_windows=2)
+    return {precision: root / precision for precision in ("fp16", "int4")}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int4"])
+def test_directml_folders_answer_in_onnxruntime_1_24(smollm2_dml, precision):
+    """The DirectML folders, loaded by onnxruntime 1.24 (the newest onnxruntime-directml) on the CPU provider
+    with DirectML's session options, answer the question, and fp16 matches the fp32 model's answer."""
+    from onnx_edge.runtime import load
+    from tests.test_targets import side_run
+
+    folder = smollm2_dml[precision]
+    manifest = load(folder, provider="cpu").manifest
+    assert manifest.provider == "dml" and manifest.quantization["quality"]["kl"] < (0.01 if precision == "fp16" else 1.0)
+    side = side_run(folder, "What is the capital of France?", chat=True, new_tokens=24)
+    assert side["onnxruntime"].startswith("1.24.") and side["mem_pattern"] is False
+    assert "Paris" in side["text"], side["text"]

@@ -19,6 +19,7 @@ import click
 
 from onnx_edge import __version__
 from onnx_edge.errors import EdgeError
+from onnx_edge.targets import TARGET_NAMES
 
 PROVIDERS = click.Choice(["auto", "cpu", "cuda", "dml"])
 
@@ -63,9 +64,12 @@ def cli() -> None:
                    "ONNX ops; auto: fused where the architecture supports it.")
 @click.option("--precision", type=click.Choice(["fp32", "gguf"]), default="fp32", show_default=True,
               help="gguf: keep a GGUF source's own quantized blocks (Q4_0/Q4_1/Q8_0), bitwise lossless.")
+@click.option("--provider", type=click.Choice(TARGET_NAMES), default="cpu", show_default=True,
+              help="Execution provider the folder targets (the graph is shaped for it; quantize it to fp16 or "
+                   "int4 for cuda and dml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: int, graph: str, precision: str,
-               as_json: bool) -> None:
+               provider: str, as_json: bool) -> None:
     """Export SOURCE to an ONNX folder (fp32, or the GGUF's own blocks with --precision gguf).
 
     SOURCE is a local Hugging Face folder, a .gguf file, a hub id (org/name, needs network),
@@ -76,8 +80,12 @@ def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: in
         from onnx_edge.export.gguf_native import export_gguf_native
     except ImportError as exc:
         raise EdgeError(f"export needs the export extra ({exc.name} missing): pip install 'onnx-edge-kit[export]'") from None
+    if precision == "gguf" and provider != "cpu":
+        raise EdgeError("--precision gguf writes CPU graphs (fp32 activations, GatherBlockQuantized); for "
+                        f"{provider} export fp32 and quantize with --provider {provider}")
     run = export_gguf_native if precision == "gguf" else export
-    manifest = run(source, output, force=force, validate=validate, opset=opset, progress=not as_json, graph=graph)
+    manifest = run(source, output, force=force, validate=validate, opset=opset, progress=not as_json, graph=graph,
+                   provider=provider)
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
@@ -158,22 +166,24 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
 @click.option("--keep", multiple=True, help="Glob of weights to keep at higher precision (repeatable), e.g. 'lm_head*'.")
 @click.option("--keep-precision", type=click.Choice(["int8", "fp32"]), default=None,
               help="What kept weights become (default: int8 under int4, else fp32).")
-@click.option("--embeddings", type=click.Choice(["quantize", "keep"]), default="quantize", show_default=True,
-              help="Quantize the embedding table and lm_head, or keep them fp32.")
+@click.option("--embeddings", type=click.Choice(["quantize", "keep"]), default=None,
+              help="Quantize the embedding table and lm_head, or keep them float (default: quantize, except for "
+                   "dml, which has no GatherBlockQuantized).")
 @click.option("--max-kl", type=float, default=None,
               help="Automatic mixed precision: keep the most sensitive layers until KL <= this.")
 @click.option("--text-file", type=click.Path(path_type=Path, dir_okay=False),
               help="UTF-8 text for calibration (first half) and evaluation (second half).")
 @click.option("--context", type=int, default=256, show_default=True, help="Evaluation window length (tokens).")
 @click.option("--eval-windows", type=int, default=8, show_default=True, help="Evaluation windows.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "dml"]), default="cpu", show_default=True,
-              help="Provider the quantized folder targets.")
+@click.option("--provider", type=click.Choice(TARGET_NAMES), default=None,
+              help="Provider the quantized folder targets (default: the one PATH was exported for); cuda and dml "
+                   "variants run on an fp16 base.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the quantization record as JSON.")
 def quantize_cmd(path: Path, output: Path, precision: str, scheme: str | None, block_size: int, symmetric: bool,
                  accuracy_level: int | None, algorithm: str, calibration: str, keep: tuple[str, ...],
-                 keep_precision: str | None, embeddings: str, max_kl: float | None, text_file: Path | None,
-                 context: int, eval_windows: int, provider: str, force: bool, as_json: bool) -> None:
+                 keep_precision: str | None, embeddings: str | None, max_kl: float | None, text_file: Path | None,
+                 context: int, eval_windows: int, provider: str | None, force: bool, as_json: bool) -> None:
     """Quantize the fp32 folder PATH and report what it cost in quality and size."""
     from onnx_edge.quantize import quantize
 
