@@ -233,3 +233,20 @@ def test_dml_folder_runs_in_onnxruntime_1_24_with_directml_options(variant, fold
         reference = logits(folders("llama", "cpu"))
         assert np.abs(np.array(side["logits"]) - reference).max() < 0.05
         assert np.argmax(side["logits"], -1).tolist() == np.argmax(reference, -1).tolist()
+
+
+# -- the command line -------------------------------------------------------------------------------------
+def test_cli_target_mistakes_are_one_line_errors(folders, tiny_models, tmp_path):
+    from tests.test_cli import assert_one_line_error, assert_ok, invoke
+
+    out = tmp_path / "q"
+    assert_one_line_error(invoke("quantize", folders("llama", "cpu"), "-o", out, "--precision", "fp16",
+                                 "--provider", "dml"), "--provider dml", out=out)
+    assert_one_line_error(invoke("export", tiny_models("llama"), "-o", out, "--precision", "gguf",
+                                 "--provider", "cuda"), "CPU graphs", out=out)
+    usage = invoke("export", tiny_models("llama"), "-o", out, "--provider", "tpu")
+    assert usage.exit_code == 2 and "'tpu' is not one of" in usage.output
+    assert not out.exists()
+    result = invoke("info", folders("llama", "dml-int4"))
+    assert_ok(result)
+    assert "int4 for dml" in result.output
