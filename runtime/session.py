@@ -23,6 +23,7 @@ import numpy as np
 
 from onnx_edge.manifest import Manifest
 from onnx_edge.models.spec import ModelShape
+from onnx_edge.runtime.memory import anonymous_regions, grown_ranges, collapse_to_huge_pages, released_mapped_pages
 from onnx_edge.runtime.providers import ORT_NAMES, import_ort
 from onnx_edge.targets import TARGETS
 
@@ -66,64 +67,6 @@ def session_options(ort, threads: int | None, mem_pattern: bool = True):
     opts.enable_mem_pattern = bool(mem_pattern)
     opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's concern
     return opts
-
-
-HUGE_PAGE = 2 << 20
-_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux; MADV_COLLAPSE since 6.1
-
-
-def _anonymous_regions() -> dict[int, int] | None:
-    """Writable anonymous mappings of this process (start -> end), or None where /proc is not Linux's."""
-    try:
-        regions = {}
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                parts = line.split()
-                if parts[1].startswith("rw") and (len(parts) < 6 or parts[5] == "[heap]"):
-                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    regions[lo] = hi
-        return regions
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _grown_ranges(before: dict[int, int]) -> list[tuple[int, int]]:
-    """2 MB-aligned address ranges of anonymous memory mapped (or grown) since `before`."""
-    after = _anonymous_regions() or {}
-    ranges = []
-    for lo, hi in after.items():
-        if lo in before:
-            if hi <= before[lo]:
-                continue
-            lo = before[lo]  # only the part that grew
-        start, end = (lo + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1), hi & ~(HUGE_PAGE - 1)
-        if end - start >= HUGE_PAGE:
-            ranges.append((start, end))
-    return ranges
-
-
-def collapse_to_huge_pages(ranges: list[tuple[int, int]]) -> int:
-    """Back these ranges (the memory onnxruntime mapped while building the session: weights prepacked for
-    the GEMMs, its arena) with 2 MB pages: madvise(MADV_HUGEPAGE), then MADV_COLLAPSE, which copies the
-    existing 4 KB pages into huge pages in place; contents never change. A decode step streams every weight
-    once, and with 4 KB pages that is ~135,000 pages per SmolLM2 token (DESIGN.md: +15% decode tok/s).
-    Returns the bytes collapsed: 0 wherever the kernel cannot (not Linux, kernel < 6.1, THP disabled), and a
-    range unmapped since is simply skipped by the kernel (ENOMEM)."""
-    import ctypes
-
-    if not ranges:
-        return 0
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    except (OSError, AttributeError):
-        return 0
-    done = 0
-    for start, end in ranges:
-        madvise(start, end - start, _MADV_HUGEPAGE)
-        if madvise(start, end - start, _MADV_COLLAPSE) == 0:
-            done += end - start
-    return done
 
 
 @dataclass
@@ -176,17 +119,20 @@ class DecoderSession:
         # Huge pages for the weights: measured on the decode loop's path only (first new_cache), so
         # validation, quality and quantization sessions (forward() only) never pay for it.
         self.huge_pages = provider == "cpu" and os.environ.get("ONNX_EDGE_HUGE_PAGES", "1") != "0"
-        before = _anonymous_regions() if self.huge_pages else None
+        before = anonymous_regions() if self.huge_pages else None
         self.huge_page_bytes = 0  # what the first new_cache() collapsed, and how long it took
         self.huge_page_seconds = 0.0
-        self.session = ort.InferenceSession(model,
-                                            # A DirectML folder keeps DirectML's options wherever it
-                                            # runs, so its CPU check exercises them too.
-                                            sess_options=session_options(
-                                                ort, self.threads, running.mem_pattern and folder_target.mem_pattern),
-                                            providers=[ORT_NAMES[provider]])
+        data_files = [folder / name for name in manifest.files if name != manifest.model_file]
+        release = model_bytes is None and os.environ.get("ONNX_EDGE_RELEASE_MAPPED", "1") != "0"
+        with released_mapped_pages(data_files if release else []):
+            self.session = ort.InferenceSession(model,
+                                                # A DirectML folder keeps DirectML's options wherever it
+                                                # runs, so its CPU check exercises them too.
+                                                sess_options=session_options(
+                                                    ort, self.threads, running.mem_pattern and folder_target.mem_pattern),
+                                                providers=[ORT_NAMES[provider]])
         # The ranges to collapse are fixed now: later allocations of the process are none of our business.
-        self._huge_ranges = _grown_ranges(before) if before is not None else None
+        self._huge_ranges = grown_ranges(before) if before is not None else None
         n = self.shape.num_layers
         self.past_names = [(self.io.past_key.format(i=i), self.io.past_value.format(i=i)) for i in range(n)]
         self.present_names = [(self.io.present_key.format(i=i), self.io.present_value.format(i=i)) for i in range(n)]
