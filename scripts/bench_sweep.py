@@ -13,7 +13,8 @@ matplotlib draws the plots. It is NOT a dependency of onnx-edge-kit: install it 
 script with, for the script only: `.venv/bin/pip install matplotlib`.
 
 The size sweep builds each model in code: random float32 weights in the canonical layout of
-export/weights.py, the graph from `onnx_edge.export.decoder.build_decoder` (numpy in, ONNX out, no torch),
+export/weights.py, the graph from `onnx_edge.export.fused.build_fused_decoder` (the default export graph;
+numpy in, ONNX out, no torch), each size measured in fp32 and quantized to int4 (`--precisions`),
 rotary tables computed with numpy, the folder saved with export/exporter.py's `save_model` and a manifest
 written with `onnx_edge.manifest.write_manifest`. The tokenizer is copied from an exported SmolLM2 folder
 (--tokenizer-from); the benchmark never decodes text, it only needs the prompt ids. Random weights run at
@@ -53,8 +54,8 @@ def log(msg: str) -> None:
 def random_llama(folder: Path, key: str, tokenizer_from: Path, seed: int = 0) -> int:
     """Write a loadable folder (graph, tokenizer, manifest) with random weights; return the parameter count."""
     from onnx_edge import __version__
-    from onnx_edge.export.decoder import build_decoder
     from onnx_edge.export.exporter import save_model
+    from onnx_edge.export.fused import build_fused_decoder
     from onnx_edge.manifest import IOSpec, Manifest, write_manifest
     from onnx_edge.models import get_spec
     from onnx_edge.models.spec import ModelShape
@@ -92,14 +93,14 @@ def random_llama(folder: Path, key: str, tokenizer_from: Path, seed: int = 0) ->
     rope = (np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32))
 
     io = IOSpec(position_ids="position_ids")
-    proto = build_decoder(spec, shape, w, rope, opset=17, io=io, producer_version=__version__)
+    proto = build_fused_decoder(spec, shape, w, rope, opset=17, io=io, producer_version=__version__)
     del w  # the proto holds its own copy; free ours before saving
     folder.mkdir(parents=True)
     save_model(proto, folder)
     del proto
     copy_tokenizer(tokenizer_from, folder, vocab)
     manifest = Manifest(
-        architecture=shape.to_dict(), io=io, precision="fp32", provider="cpu", opset=17,
+        architecture=shape.to_dict(), io=io, graph="fused", precision="fp32", provider="cpu", opset=17,
         tokenizer={"file": "tokenizer.json", "chat_template": None},
         provenance={"source": f"random weights, {label}", "source_kind": "random", "source_sha256": None,
                     "exporter": f"onnx-edge-kit {__version__} (scripts/bench_sweep.py)", "seed": seed,
@@ -169,10 +170,24 @@ def sweep_sizes(args) -> dict:
             log(f"built {params / 1e6:.0f}M parameters in {time.perf_counter() - t:.0f} s")
         params = json.loads((folder / "manifest.json").read_text())["provenance"]["parameters"]
         try:
-            r = _bench(folder, args, args.prompt_tokens)
-            r.update(shape=key, label=SHAPES[key][0], parameters=params)
-            r["load_avg"] = list(__import__("os").getloadavg())
-            points.append(r)
+            for precision in args.precisions.split(","):
+                target = folder
+                if precision != "fp32":
+                    from onnx_edge.quantize import quantize
+
+                    target = args.work / f"random-{key}-{precision}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    t = time.perf_counter()
+                    quantize(folder, target, precision, report=False)
+                    log(f"quantized to {precision} in {time.perf_counter() - t:.0f} s")
+                try:
+                    r = _bench(target, args, args.prompt_tokens)
+                finally:
+                    if target != folder:
+                        shutil.rmtree(target, ignore_errors=True)
+                r.update(shape=key, label=SHAPES[key][0], parameters=params)
+                r["load_avg"] = list(__import__("os").getloadavg())
+                points.append(r)
         finally:
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -208,19 +223,25 @@ def plot(result: dict, png: Path, title: str) -> None:
                                                      "weights read in decode (GB/s)" if result["kind"] == "sizes"
                                                      else "peak RSS (MB)")]
     fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.5))
+    groups = sorted({p["precision"] for p in pts}, key=lambda g: g != "fp32")
     for ax, (key, label) in zip(axes.flat, panels):
-        if key in pts[0].get("stats", {}):
-            med = [p["stats"][key]["median"] for p in pts]
-            lo = [p["stats"][key]["median"] - p["stats"][key]["min"] for p in pts]
-            hi = [p["stats"][key]["max"] - p["stats"][key]["median"] for p in pts]
-            ax.errorbar(x, med, yerr=[lo, hi], marker="o", capsize=3)
-        else:
-            ax.plot(x, [p[key] for p in pts], marker="o")
+        for group in groups:
+            sel = [(xv, p) for xv, p in zip(x, pts) if p["precision"] == group]
+            gx, gp = [xv for xv, _ in sel], [p for _, p in sel]
+            if key in gp[0].get("stats", {}):
+                med = [p["stats"][key]["median"] for p in gp]
+                lo = [p["stats"][key]["median"] - p["stats"][key]["min"] for p in gp]
+                hi = [p["stats"][key]["max"] - p["stats"][key]["median"] for p in gp]
+                ax.errorbar(gx, med, yerr=[lo, hi], marker="o", capsize=3, label=group)
+            else:
+                ax.plot(gx, [p[key] for p in gp], marker="o", label=group)
+        if len(groups) > 1:
+            ax.legend()
         ax.set_xscale(xscale)
         if result["kind"] == "context":
             ax.set_xticks(x, [str(v) for v in x])
         else:
-            ax.set_xticks(x, [f"{v:.0f}" for v in x])
+            ax.set_xticks(sorted(set(x)), [f"{v:.0f}" for v in sorted(set(x))])
         ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_title(label)
@@ -236,14 +257,14 @@ def plot(result: dict, png: Path, title: str) -> None:
 def table(result: dict) -> list[str]:
     pts = result["points"]
     first = pts[0]
-    head = ("| prompt tokens |" if result["kind"] == "context" else "| model | parameters |")
-    sep = ("| ---: |" if result["kind"] == "context" else "| --- | ---: |")
+    head = ("| prompt tokens |" if result["kind"] == "context" else "| model | parameters | precision |")
+    sep = ("| ---: |" if result["kind"] == "context" else "| --- | ---: | --- |")
     lines = [head + " size (MB) | peak RSS (MB) | TTFT (ms) | prefill (tok/s) | decode (tok/s) | GB/s | load avg |",
              sep + " ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in pts:
         s = p["stats"]
         lead = (f"| {p['prompt_tokens']} |" if result["kind"] == "context"
-                else f"| {p['label']} | {p['parameters'] / 1e6:.0f}M |")
+                else f"| {p['label']} | {p['parameters'] / 1e6:.0f}M | {p['precision']} |")
         lines.append(f"{lead} {p['size_mb']:.0f} | {p['peak_rss_mb']:.0f} | {s['ttft_s']['median'] * 1e3:.0f} | "
                      f"{s['prefill_tps']['median']:.0f} | {s['decode_tps']['median']:.1f} "
                      f"({s['decode_tps']['min']:.1f}–{s['decode_tps']['max']:.1f}) | {s['gbps']['median']:.2f} | "
@@ -279,6 +300,7 @@ def main(argv: list[str]) -> int:
     sizes.add_argument("--work", type=Path, default=Path("/tmp/edge-sweep"))
     sizes.add_argument("--keep", action="store_true", help="keep the random model folders")
     sizes.add_argument("--prompt-tokens", type=int, default=128)
+    sizes.add_argument("--precisions", default="fp32,int4", help="comma list: fp32 and/or quantize precisions")
     for sp in (ctx, sizes):
         sp.add_argument("--gen-tokens", type=int, default=32)
         sp.add_argument("--runs", type=int, default=2)
@@ -294,7 +316,8 @@ def main(argv: list[str]) -> int:
         title = f"{args.folder.name}: prompt length sweep ({args.threads} threads)"
     else:
         result = sweep_sizes(args)
-        title = f"model size sweep: random fp32 Llama shapes, {args.prompt_tokens} prompt tokens ({args.threads} threads)"
+        title = (f"model size sweep: random-weight Llama shapes ({args.precisions}), {args.prompt_tokens} prompt "
+                 f"tokens ({args.threads} threads)")
     png = args.png or ROOT / "docs" / f"bench_{args.kind}.png"
     plot(result, png, title)
     if args.json:
