@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,27 @@ class ExportedModels:
 @pytest.fixture(scope="session")
 def exported_models(tmp_path_factory, tiny_models) -> ExportedModels:
     return ExportedModels(tmp_path_factory, tiny_models)
+
+
+@pytest.fixture(scope="session")
+def exported(exported_models) -> Path:
+    """The tiny llama, exported once per session. Read-only: copy before tampering (model_copy)."""
+    return exported_models("llama")
+
+
+@pytest.fixture
+def model_copy(exported, tmp_path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(exported, dst)
+    return dst
+
+
+@pytest.fixture
+def source_copy(tiny_models, tmp_path) -> Path:
+    """A private copy of the tiny llama source folder (HF layout), safe to edit."""
+    dst = tmp_path / "src"
+    shutil.copytree(tiny_models("llama"), dst)
+    return dst
 
 
 @pytest.fixture(autouse=True, scope="session")

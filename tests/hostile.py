@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -32,10 +31,9 @@ def secret(tmp_path) -> Path:
 
 
 @pytest.fixture
-def folder(exported_models, tmp_path) -> Path:
-    dst = tmp_path / "model"
-    shutil.copytree(exported_models("llama"), dst)
-    return dst
+def folder(model_copy) -> Path:
+    """A private copy of the exported tiny llama (conftest's model_copy), ready to be made hostile."""
+    return model_copy
 
 
 @pytest.fixture
@@ -147,5 +145,3 @@ def refused(folder: Path, *needles: str) -> str:
             assert needle in message, f"{needle!r} not in {message!r}"
         messages.append(message)
     return messages[0]
-
-

@@ -237,7 +237,7 @@ def test_dml_folder_runs_in_onnxruntime_1_24_with_directml_options(variant, fold
 
 # -- the command line -------------------------------------------------------------------------------------
 def test_cli_target_mistakes_are_one_line_errors(folders, tiny_models, tmp_path):
-    from tests.test_cli import assert_one_line_error, assert_ok, invoke
+    from tests.cli_cases import assert_one_line_error, assert_ok, invoke
 
     out = tmp_path / "q"
     assert_one_line_error(invoke("quantize", folders("llama", "cpu"), "-o", out, "--precision", "fp16",
