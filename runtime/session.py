@@ -124,13 +124,10 @@ class DecoderSession:
         self.huge_page_seconds = 0.0
         data_files = [folder / name for name in manifest.files if name != manifest.model_file]
         release = model_bytes is None and os.environ.get("ONNX_EDGE_RELEASE_MAPPED", "1") != "0"
+        # A DirectML folder keeps DirectML's options wherever it runs, so its CPU check exercises them too.
+        options = session_options(ort, self.threads, running.mem_pattern and folder_target.mem_pattern)
         with released_mapped_pages(data_files if release else []):
-            self.session = ort.InferenceSession(model,
-                                                # A DirectML folder keeps DirectML's options wherever it
-                                                # runs, so its CPU check exercises them too.
-                                                sess_options=session_options(
-                                                    ort, self.threads, running.mem_pattern and folder_target.mem_pattern),
-                                                providers=[ORT_NAMES[provider]])
+            self.session = ort.InferenceSession(model, sess_options=options, providers=[ORT_NAMES[provider]])
         # The ranges to collapse are fixed now: later allocations of the process are none of our business.
         self._huge_ranges = grown_ranges(before) if before is not None else None
         n = self.shape.num_layers

@@ -15,7 +15,8 @@ import pytest
 from onnx_edge import __version__
 from tests.cli_cases import _restore_sigterm  # noqa: F401 - autouse fixture
 from tests.cli_cases import (
-    SUBCOMMANDS, SHA256, invoke, assert_ok, assert_one_line_error, leftovers_next_to, edit_json, smollm2_gguf, write_gguf,
+    SHA256, SUBCOMMANDS, assert_ok, assert_one_line_error, edit_json, invoke, leftovers_next_to, smollm2_gguf,
+    write_gguf,
 )
 
 
