@@ -38,11 +38,11 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     from onnx_edge.export.torch_model import load_model, read_model_type, rope_tables, save_tokenizer_files
     from onnx_edge.export.weights import canonical_weights
 
-    from onnx_edge.targets import TARGET_NAMES, target
+    from onnx_edge.targets import TARGETS
 
-    if provider not in TARGET_NAMES:
-        raise OutputError(f"provider {provider!r} is not one of {', '.join(TARGET_NAMES)}")
-    tgt = target(provider)
+    if provider not in TARGETS:
+        raise OutputError(f"provider {provider!r} is not one of {', '.join(TARGETS)}")
+    tgt = TARGETS[provider]
     if opset not in SUPPORTED_OPSETS or opset > tgt.max_opset:
         raise OutputError(f"opset {opset} is not supported (choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
     if graph not in GRAPH_VARIANTS:

@@ -112,7 +112,7 @@ def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: l
     if cfg.precision == "fp16":
         return to_fp16(model, manifest.io.logits)
     if cfg.fp16_base:  # GPU weight-only: quantize the fp32 weights, then everything else goes fp16
-        fp32 = dataclasses.replace(cfg, provider="cpu", accuracy_level=cfg.accuracy_level)
+        fp32 = dataclasses.replace(cfg, provider="cpu")
         return to_fp16(apply(model, manifest, fp32, names, keep, reader), manifest.io.logits)
     everything = set(names)
     if keep and cfg.keep_precision == "int8":

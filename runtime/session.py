@@ -107,7 +107,6 @@ class DecoderSession:
         and True runs the device code path on the CPU, which is how it is tested without a GPU)."""
         ort = import_ort()
         running, folder_target = TARGETS[provider], TARGETS.get(manifest.provider, TARGETS["cpu"])
-        self.provider = provider
         self.device = running.device
         self.device_buffers = running.device != "cpu" if device_buffers is None else bool(device_buffers)
         self._ort = ort

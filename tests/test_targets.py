@@ -60,10 +60,10 @@ def ops(folder: Path) -> Counter:
     return Counter(n.op_type for n in graph(folder).node)
 
 
-def logits(folder: Path, **session_kwargs) -> np.ndarray:
+def logits(folder: Path) -> np.ndarray:
     model = load(folder, provider="cpu")
     ids = np.array([model.encode(PROMPT, chat=False)], dtype=np.int64)
-    sess = DecoderSession(folder, model.manifest, "cpu", **session_kwargs)
+    sess = model.session
     out, _ = sess.forward(ids, np.ones_like(ids), np.arange(ids.shape[1])[None], sess.empty_cache(1))
     return out[0]
 

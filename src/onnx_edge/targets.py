@@ -72,10 +72,3 @@ def unsupported_ops(graph_ops: set[tuple[str, str]], name: str) -> list[str]:
         return []
     return sorted(op for domain, op in graph_ops if domain == "com.microsoft" and op not in allowed)
 
-
-def target(name: str) -> ProviderTarget:
-    from onnx_edge.errors import EdgeError
-
-    if name not in TARGETS:
-        raise EdgeError(f"unknown provider target '{name}' (choose {', '.join(TARGETS)})")
-    return TARGETS[name]
