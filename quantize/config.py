@@ -14,6 +14,12 @@ ALGORITHMS = ("rtn", "hqq", "gptq")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 BLOCK_SIZES = (16, 32, 64, 128)
 ACCURACY_LEVELS = (0, 1, 4)
+# Activation x weight integer types of the dynamic / static int8 schemes. u8s8 (onnxruntime's usual choice)
+# adds u8*s8 product pairs into 16 bits on AVX2 and non-VNNI AVX-512 (vpmaddubsw) and saturates there, so its
+# quality depends on the CPU; s8s8 runs the same kernels. u8u8 (a widening kernel) and u8s7 (7-bit weights)
+# cannot saturate; u8u8 also keeps the full weight range. Measured: docs/QUANTIZATION.md, "int8 and the CPU".
+CPU_DEPENDENT_FORMATS = ("u8s8", "s8s8")
+INT8_FORMATS = {"dynamic": ("u8u8", "u8s7", "u8s8"), "static": ("u8u8", "u8s7", "u8s8", "s8s8")}
 
 
 class QuantizeError(EdgeError):
@@ -31,6 +37,7 @@ class QuantConfig:
     accuracy_level: int | None = None
     algorithm: str = "rtn"
     calibration: str = "minmax"  # static int8 only
+    int8_format: str | None = None  # dynamic / static int8 only; default: the first of INT8_FORMATS
     keep: tuple[str, ...] = ()  # glob patterns of weights left at fp32
     embeddings: str | None = None  # "quantize" (embedding + lm_head) or "keep"; default: quantize where the
     # target has GatherBlockQuantized (not DirectML)
@@ -62,6 +69,13 @@ class QuantConfig:
             raise QuantizeError("gptq is available for int4 only (onnxruntime's GPTQ packs 4-bit weights)")
         if self.calibration not in CALIBRATION_METHODS:
             raise QuantizeError(f"unknown calibration method '{self.calibration}' (choose {', '.join(CALIBRATION_METHODS)})")
+        if self.scheme in INT8_FORMATS:
+            self.int8_format = self.int8_format or INT8_FORMATS[self.scheme][0]
+            if self.int8_format not in INT8_FORMATS[self.scheme]:
+                raise QuantizeError(f"--int8-format {self.int8_format} does not apply to int8 {self.scheme} "
+                                    f"(choose {', '.join(INT8_FORMATS[self.scheme])})")
+        elif self.int8_format is not None:
+            raise QuantizeError("--int8-format applies to the int8 dynamic and static schemes only")
         tables = TARGETS[self.provider].quantized_tables
         self.embeddings = self.embeddings or ("quantize" if tables else "keep")
         if self.embeddings not in ("quantize", "keep"):

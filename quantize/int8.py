@@ -44,10 +44,13 @@ def quantize_int8(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str], read
 def _run(cfg: QuantConfig, src: Path, dst: Path, reader, common: dict) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if cfg.scheme == "dynamic":
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **common)
+    activation, weight = {"u8s8": (QuantType.QUInt8, QuantType.QInt8), "u8s7": (QuantType.QUInt8, QuantType.QInt8),
+                          "u8u8": (QuantType.QUInt8, QuantType.QUInt8), "s8s8": (QuantType.QInt8, QuantType.QInt8)}[cfg.int8_format]
+    common["reduce_range"] = cfg.int8_format == "u8s7"  # 7-bit weights: u8*s7 pair sums fit in 16 bits
+    if cfg.scheme == "dynamic":  # DynamicQuantizeLinear makes u8 activations
+        quantize_dynamic(src, dst, weight_type=weight, **common)
         return
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[cfg.calibration]
-    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=method, **common)
+    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, activation_type=activation,
+                    weight_type=weight, calibrate_method=method, **common)

@@ -20,6 +20,8 @@ def format_report(path, m: Manifest) -> str:
                    f"{'symmetric' if cfg['symmetric'] else 'asymmetric'}, accuracy level {cfg['accuracy_level']}")
     elif cfg["scheme"] == "static":
         scheme += f", calibration {cfg['calibration']}"
+    if cfg.get("int8_format"):
+        scheme += f", {cfg['int8_format']}"
     size = q["size_mb"]
     lines = [f"quantized to {path}",
              f"  scheme       {scheme} (target provider {cfg['provider']})",
@@ -37,6 +39,11 @@ def format_report(path, m: Manifest) -> str:
                   f"perplexity {quality['perplexity']:.3f} vs {quality['perplexity_reference']:.3f} fp32 "
                   f"({quality['perplexity'] / quality['perplexity_reference'] - 1:+.2%})",
                   f"  evaluated on {quality['tokens']} tokens of {quality['text']}; {quality['scoring']}"]
+        where = quality.get("measured_on")
+        if where:
+            lines.append(f"  measured on  {where['machine']} CPU, int8 kernel {where['int8_kernel']}, onnxruntime "
+                         f"{where['onnxruntime']}" + ("; this format's quality differs on CPUs with other int8 kernels"
+                                                      if q.get("cpu_dependent") else ""))
     return "\n".join(lines)
 
 
@@ -48,6 +55,6 @@ def _format_gguf(path, q: dict) -> str:
         f"imported GGUF blocks into {path}",
         f"  scheme       {q['gguf']} blocks, {'bitwise exact' if q['exact'] else 'NOT exact'} "
         f"(accuracy level {q['accuracy_level']})",
-        f"  weights      " + ", ".join(f"{n} {t}" for t, n in sorted(kinds.items())) + (f", {len(kept)} kept fp32" if kept else ""),
+        "  weights      " + ", ".join(f"{n} {t}" for t, n in sorted(kinds.items())) + (f", {len(kept)} kept fp32" if kept else ""),
         f"  size         {size['before']:.1f} MB -> {size['after']:.1f} MB ({size['after'] / size['before']:.0%})",
     ])

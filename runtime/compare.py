@@ -37,6 +37,7 @@ import numpy as np
 from onnx_edge.runtime.compare_report import CompareReport, VariantResult
 from onnx_edge.runtime.compare_speed import bench_worker, measure_speed
 from onnx_edge.runtime.compare_variants import ENGINE_TORCH, CompareError, Variant, display_names
+from onnx_edge.runtime.cpu import cpu_isa
 
 # Defined here before compare was split into the modules above and still importable from here.
 from onnx_edge.runtime.compare_report import fmt_kl, footer, format_table  # noqa: F401
@@ -322,7 +323,7 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
         speed=(dict(provider=opts.provider, prompt_tokens=opts.prompt_tokens, gen_tokens=opts.bench_gen_tokens,
                     runs=opts.runs, warmup=opts.warmup) if opts.speed else None),
         created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seconds=round(time.perf_counter() - start, 2),
-        versions=_versions())
+        versions=_versions(), machine=cpu_isa())
 
 
 def _evaluate(engine, label: str, windows, prompt_ids, bar, gen_tokens: int, score):

@@ -43,6 +43,8 @@ class Variant:
     chat_template: str | None = field(default=None, repr=False)
     bos_token: str = ""
     eos_token: str = ""
+    # an onnx-edge folder's own quantize report: {"kl", "top1", "measured_on", "cpu_dependent"}
+    recorded: dict | None = None
 
     def encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.encoder(text, special))
@@ -52,7 +54,7 @@ class Variant:
 
     def describe(self) -> dict:
         return {k: getattr(self, k) for k in ("spec", "name", "kind", "engine", "path", "precision", "size_mb",
-                                              "vocab_size", "context_length", "tokenizer_sha256")}
+                                              "vocab_size", "context_length", "tokenizer_sha256", "recorded")}
 
 
 def file_sha256(path: Path) -> str:
@@ -157,7 +159,16 @@ def _onnx_edge_variant(spec: str, folder: Path, provider: str, threads: int | No
                    tokenizer_sha256=(m.files[tok_file].sha256 if tok_file in m.files
                                      else file_sha256(folder / tok_file)),
                    encoder=tokenizer_encoder(tok.tokenizer), opener=opener,
-                   chat_template=load_chat_template(folder), bos_token=tok.bos_token, eos_token=tok.eos_token)
+                   chat_template=load_chat_template(folder), bos_token=tok.bos_token, eos_token=tok.eos_token,
+                   recorded=_recorded_quality(m))
+
+
+def _recorded_quality(m) -> dict | None:
+    q = (m.quantization or {}).get("quality")
+    if not isinstance(q, dict) or not isinstance(q.get("measured_on"), dict):
+        return None
+    return {"kl": q.get("kl"), "top1": q.get("top1"), "measured_on": q["measured_on"],
+            "cpu_dependent": bool(m.quantization.get("cpu_dependent"))}
 
 
 class OrtEngine:

@@ -191,6 +191,8 @@ def test_fp16_keeps_logits_fp32_and_kv_fp16(quantized):
     (dict(precision="int4", accuracy_level=2), "accuracy level"),
     (dict(precision="int8", algorithm="gptq"), "int4 only"),
     (dict(precision="int4", max_kl=-1.0), "positive"),
+    (dict(precision="int8", int8_format="u8s8"), "applies to the int8 dynamic and static schemes only"),
+    (dict(precision="int8", scheme="dynamic", int8_format="s8s8"), "does not apply to int8 dynamic"),
 ])
 def test_bad_options_fail_clearly(kwargs, match, exported_models, tmp_path):
     with pytest.raises(QuantizeError, match=match):
