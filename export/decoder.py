@@ -8,10 +8,11 @@ import math
 
 import numpy as np
 import onnx
-
 from onnx_edge.export.graph import FLOAT, INT64, Graph
-from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
+from onnx_edge.runtime.graph_contract import LEARNED_POSITIONS
+
+from onnx_edge.manifest import IOSpec
 
 # Masked scores take the most negative float rather than -inf, so a fully masked row (a left-pad
 # query position) softmaxes to uniform instead of NaN.
@@ -33,7 +34,7 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
     x = g.op("Gather", [g.weight("model.embed_tokens.weight", weights["embed_tokens.weight"]), ids],
              "/model/embed_tokens")  # (B, S, hidden)
     if spec.positions == "learned":
-        wpe = g.weight("model.pos_embed.weight", weights["pos_embed.weight"])
+        wpe = g.weight(LEARNED_POSITIONS, weights["pos_embed.weight"])
         x = g.op("Add", [x, g.op("Gather", [wpe, pos], "/model/pos_embed")], "/model/pos_embed")
 
     presents = []

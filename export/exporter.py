@@ -15,7 +15,7 @@ from onnx_edge.errors import OutputError, ValidationError
 from onnx_edge.manifest import IOSpec, Manifest, write_manifest
 from onnx_edge.models import get_spec, shape_from_config
 from onnx_edge.progress import Steps
-from onnx_edge.staging import check_output, staged_folder
+from onnx_edge.staging import claim_output, staged_folder
 
 SUPPORTED_OPSETS = range(17, 22)
 DATA_FILE = "model.onnx.data"
@@ -47,15 +47,12 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
         raise OutputError(f"opset {opset} is not supported (choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
     if graph not in GRAPH_VARIANTS:
         raise OutputError(f"graph {graph!r} is not one of {', '.join(GRAPH_VARIANTS)}")
-    out = Path(output).expanduser().absolute()
     src = resolve_source(source)
     spec = get_spec(read_model_type(src))  # fails fast on an unsupported architecture
-    if out == src.path or out in src.path.parents:
-        raise OutputError(f"{out}: the output would replace the source itself; choose another folder")
-    check_output(out, force)
     if graph == "fused" and not supports_fused(spec):
         raise OutputError(f"no fused graph for {spec.model_type}; use graph='reference'")
     variant = "fused" if graph == "fused" or (graph == "auto" and supports_fused(spec)) else "reference"
+    claim = claim_output(output, force, inputs=[src.path])
 
     steps = Steps(6 if validate else 5, enabled=progress, title="export")
     try:
@@ -78,7 +75,7 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 proto = build_decoder(spec, shape, weights, rope, opset=opset, io=io,
                                       producer_version=onnx_edge.__version__)
             del weights
-        with staged_folder(out) as tmp:
+        with staged_folder(claim) as tmp:
             with steps.step("save"):
                 save_model(proto, tmp)
                 del proto
@@ -101,6 +98,7 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 write_manifest(tmp, manifest)
     finally:
         steps.close()
+        claim.release()
     return manifest
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-
 from onnx_edge.export.decoder import _name, decoder_inputs, norm
 from onnx_edge.export.graph import FLOAT, Graph
-from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
+from onnx_edge.runtime.graph_contract import LEARNED_POSITIONS
+
+from onnx_edge.manifest import IOSpec
 
 MS = "com.microsoft"
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
@@ -80,7 +81,7 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
     x = g.op("Gather", [g.weight("model.embed_tokens.weight", weights["embed_tokens.weight"]), ids],
              "/model/embed_tokens")
     if spec.positions == "learned":
-        wpe = g.weight("model.pos_embed.weight", weights["pos_embed.weight"])
+        wpe = g.weight(LEARNED_POSITIONS, weights["pos_embed.weight"])
         x = g.op("Add", [x, g.op("Gather", [wpe, pos], "/model/pos_embed")], "/model/pos_embed")
 
     def layer_weights(i):

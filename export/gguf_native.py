@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 from onnx_edge.errors import SourceError
 from onnx_edge.manifest import Manifest
@@ -16,14 +15,14 @@ def export_gguf_native(source: str, output: str | os.PathLike, *, force: bool = 
     from onnx_edge.export.exporter import export
     from onnx_edge.export.sources import resolve_source
     from onnx_edge.quantize.gguf_blocks import import_gguf_folder
-    from onnx_edge.staging import check_output
+    from onnx_edge.staging import check_output, resolve_output
 
     src = resolve_source(source)
     if src.kind not in ("gguf", "alias"):
         raise SourceError(f"{source}: --precision gguf needs a .gguf source; quantize other sources with "
                           f"'onnx-edge quantize'")
-    out = Path(output).expanduser().absolute()
-    check_output(out, force)
+    out = resolve_output(output, inputs=[src.path])
+    check_output(out, force)  # fail before the fp32 step; import_gguf_folder claims the output
     fp32 = out.parent / f".{out.name}.fp32-{os.getpid()}"
     try:
         export(source, fp32, force=True, validate=validate, progress=progress, **export_kwargs)

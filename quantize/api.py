@@ -6,26 +6,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 
 import onnx
 
 import onnx_edge
-from onnx_edge.manifest import MANIFEST_NAME, Manifest, read_manifest, verify_files, write_manifest
+from onnx_edge.manifest import Manifest, copy_listed_files, read_manifest, verify_files, write_manifest
 from onnx_edge.progress import Steps
 from onnx_edge.quantize.calibration import FeedReader, decoder_feeds, texts
-from onnx_edge.quantize.config import QuantConfig, QuantizeError
+from onnx_edge.quantize.config import CPU_DEPENDENT_FORMATS, QuantConfig, QuantizeError
 from onnx_edge.quantize.plan import kept_weights, manual_keep, mean_kl, quantizable, search
 from onnx_edge.quantize.weight_only import EMBED, LM_HEAD, quantize_linear_layers, quantize_tables, table_block_size
-from onnx_edge.staging import check_output, staged_folder
+from onnx_edge.staging import claim_output, staged_folder
 
 DATA_FILE = "model.onnx.data"
 
 
 def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str = "int4", *, force: bool = False,
              scheme: str | None = None, block_size: int = 32, symmetric: bool = False, accuracy_level: int | None = None,
-             algorithm: str = "rtn", calibration: str = "minmax", keep: tuple[str, ...] = (),
+             algorithm: str = "rtn", calibration: str = "minmax", int8_format: str | None = None, keep: tuple[str, ...] = (),
              embeddings: str | None = None, keep_precision: str | None = None, max_kl: float | None = None,
              text_file: str | None = None, provider: str | None = None, context: int = 256, eval_windows: int = 8,
              calib_windows: int = 4, report: bool = True, progress: bool = False) -> Manifest:
@@ -35,17 +34,14 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
     manifest = read_manifest(src)
     provider = provider or manifest.provider
     cfg = QuantConfig(precision=precision, scheme=scheme, block_size=block_size, symmetric=symmetric,
-                      accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, keep=tuple(keep),
+                      accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, int8_format=int8_format, keep=tuple(keep),
                       embeddings=embeddings, keep_precision=keep_precision, max_kl=max_kl, provider=provider)
-    out = Path(output).expanduser().absolute()
     _check_target(src, manifest, cfg.provider)
     if manifest.precision != "fp32":
         raise QuantizeError(f"{src}: is already {manifest.precision}; quantize the fp32 export instead")
-    if out == src or out in src.parents:
-        raise QuantizeError(f"{out}: the output would replace the input folder; choose another folder")
-    check_output(out, force)
     verify_files(src, manifest)
     calib_text, eval_text, label = texts(text_file)
+    claim = claim_output(output, force, inputs=[src] + ([text_file] if text_file else []))
 
     steps = Steps(3 + bool(report) + bool(max_kl), enabled=progress, title=f"quantize {precision}")
     try:
@@ -76,14 +72,12 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
             qmodel = apply(model, manifest, cfg, names, keep, reader)
             del model
             _check_ops(qmodel, cfg.provider)
-        with staged_folder(out) as tmp:
+        with staged_folder(claim) as tmp:
             with steps.step("save"):
                 onnx.save_model(qmodel, tmp / manifest.model_file, save_as_external_data=True,
                                 all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
                 del qmodel
-                for f in src.iterdir():
-                    if f.is_file() and f.name not in (MANIFEST_NAME, manifest.model_file, DATA_FILE):
-                        shutil.copy2(f, tmp / f.name)
+                copy_listed_files(src, tmp, manifest, skip=(manifest.model_file, DATA_FILE))
             qman = _quantized_manifest(manifest, cfg, names, keep, plan, src)
             write_manifest(tmp, qman)  # records files so the runtime can load it for the report
             qman.quantization["size_mb"]["after"] = round(sum(e.size for e in qman.files.values()) / 1e6, 2)
@@ -96,10 +90,13 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
                     ref = DecoderSession(src, manifest, "cpu")
                     cand = DecoderSession(tmp, qman, "cpu")
                     quality = compare_sessions(ref, cand, windows, f"{label} (evaluation half)")
-                    qman.quantization["quality"] = quality.to_dict()
+                    from onnx_edge.runtime.cpu import measured_on
+
+                    qman.quantization["quality"] = dict(quality.to_dict(), measured_on=measured_on())
             write_manifest(tmp, qman)
     finally:
         steps.close()
+        claim.release()
     return qman
 
 
@@ -126,7 +123,7 @@ def apply(model: onnx.ModelProto, manifest: Manifest, cfg: QuantConfig, names: l
         # has standard ops only (inference stops at the contrib ops the tables become).
         model = onnx.shape_inference.infer_shapes(model)
     # Tables are weight-only under every scheme: a Gather's input is an index, not an activation.
-    quantize_tables(model, dataclasses.replace(cfg, scheme="weight_only"), keep=table_keep)
+    quantize_tables(model, dataclasses.replace(cfg, scheme="weight_only", int8_format=None), keep=table_keep)
     if cfg.scheme == "weight_only":
         return quantize_linear_layers(model, cfg, keep, reader)
     from onnx_edge.quantize.int8 import quantize_int8
@@ -190,5 +187,7 @@ def _quantized_manifest(src: Manifest, cfg: QuantConfig, names, keep, plan, src_
         "table_block_size": (table_block_size(src.architecture["hidden_size"], cfg.block_size)
                              if cfg.embeddings == "quantize" and cfg.scheme != "cast" else None),
         "size_mb": {"before": round(sum(e.size for e in src.files.values()) / 1e6, 2)},
+        # u8s8 / s8s8 integer GEMMs saturate on AVX2 and non-VNNI AVX-512: quality there differs from the report
+        "cpu_dependent": cfg.int8_format in CPU_DEPENDENT_FORMATS,
     }
     return m

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from onnx_edge.models.spec import ModelShape
+from onnx_edge.runtime.quality import calibration_text, evaluation_text
 
 from onnx_edge.errors import EdgeError
 from onnx_edge.manifest import Manifest
-from onnx_edge.models.spec import ModelShape
-from onnx_edge.runtime.quality import calibration_text, evaluation_text
+from onnx_edge.textfile import read_utf8
 
 
 def texts(text_file: str | Path | None) -> tuple[str, str, str]:
@@ -18,12 +19,7 @@ def texts(text_file: str | Path | None) -> tuple[str, str, str]:
     if text_file is None:
         return calibration_text(), evaluation_text(), "pydoc_data.topics"
     path = Path(text_file)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise EdgeError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise EdgeError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    text = read_utf8(path, EdgeError)
     if len(text.strip()) < 200:
         raise EdgeError(f"{path}: too little text to calibrate and evaluate on (need at least a few paragraphs)")
     half = len(text) // 2

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -55,30 +54,33 @@ def import_gguf_folder(src: str | os.PathLike, gguf_path: str | os.PathLike, out
                        accuracy_level: int = 0, *, verify: bool = True, force: bool = False):
     """The fp32 folder exported from `gguf_path` -> a folder whose weights are the GGUF's own blocks,
     written atomically. Returns its Manifest: precision 'gguf-<main type>', the plan under quantization."""
-    import onnx_edge
-    from onnx_edge.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify_files, write_manifest
-    from onnx_edge.staging import check_output, staged_folder
+    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.staging import claim_output
 
-    src, out, gguf_path = Path(src).expanduser(), Path(output).expanduser().absolute(), Path(gguf_path)
+    src, gguf_path = Path(src).expanduser(), Path(gguf_path)
     manifest = read_manifest(src)
     if manifest.precision != "fp32":
         raise QuantizeError(f"{src}: is {manifest.precision}; import GGUF blocks into the fp32 export")
-    if out == src.absolute():
-        raise QuantizeError("output must differ from the input folder")
-    check_output(out, force)
     verify_files(src, manifest)
+    with claim_output(output, force, inputs=[src, gguf_path]) as claim:
+        return _write_block_folder(src, manifest, gguf_path, claim, accuracy_level, verify)
+
+
+def _write_block_folder(src: Path, manifest, gguf_path: Path, claim, accuracy_level: int, verify: bool):
+    import onnx_edge
+    from onnx_edge.manifest import copy_listed_files, sha256_file, write_manifest
+    from onnx_edge.staging import staged_folder
+
     blocks = read_block_weights(gguf_path, manifest.architecture)
     model = onnx.load(str(src / manifest.model_file))
     model, plan = apply_block_weights(model, blocks, accuracy_level, verify=verify)
     del blocks
     data_file = "model.onnx.data"
-    with staged_folder(out) as tmp:
+    with staged_folder(claim) as tmp:
         onnx.save_model(model, str(tmp / manifest.model_file), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=data_file, size_threshold=1024)
         del model
-        for f in src.iterdir():
-            if f.is_file() and f.name not in (MANIFEST_NAME, manifest.model_file, data_file):
-                shutil.copy2(f, tmp / f.name)
+        copy_listed_files(src, tmp, manifest, skip=(manifest.model_file, data_file))
         imported = {k: v for k, v in plan.items() if v["status"] == "imported"}
         main = Counter(v["qtype"] for v in imported.values()).most_common(1)
         m = copy.deepcopy(manifest)

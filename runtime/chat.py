@@ -6,15 +6,19 @@ Templates come from downloaded model folders, so they are untrusted code: they r
 from __future__ import annotations
 
 import json
+import sys
+import time
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from jinja2.compiler import CodeGenerator
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from onnx_edge.errors import GenerationError
+from onnx_edge.textfile import read_json, read_utf8
 
 
 def _raise_exception(message):
@@ -69,16 +73,102 @@ class _GenerationTag(Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
+# Bounds on rendering a chat template (a model folder's file: hostile until proven otherwise).
+MAX_TEMPLATE_CHARS = 16 << 20  # rendered text, and any string or list built on the way
+MAX_TEMPLATE_SECONDS = 5.0
+
+
+class TemplateLimit(jinja2.exceptions.TemplateError):
+    """A template that renders too much, too long or too deep."""
+
+
+def _bounded(value):
+    if isinstance(value, (str, list, tuple)) and len(value) > MAX_TEMPLATE_CHARS:
+        raise TemplateLimit(f"it builds a value too large (over {MAX_TEMPLATE_CHARS} items)")
+    return value
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    def visit_Concat(self, node, frame) -> None:
+        # `a ~ b` compiles to a join jinja's sandbox does not intercept: route it through a bounded one.
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset(["*", "**", "+"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int) and abs(right) > 4096:
+            raise TemplateLimit("it raises a number to a huge power")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_CHARS:
+                    raise TemplateLimit(f"it builds a value too large (over {MAX_TEMPLATE_CHARS} items)")
+        return _bounded(super().call_binop(context, operator, left, right))
+
+    @staticmethod
+    def bounded_join(seq) -> str:
+        return _bounded("".join(map(str, seq)))
+
+
+def _width_checked(fn):
+    def wrapper(value, width=80, *args, **kwargs):
+        if isinstance(width, int) and width > MAX_TEMPLATE_CHARS:
+            raise TemplateLimit(f"it asks for a width of {width}")
+        return fn(value, width, *args, **kwargs)
+
+    return wrapper
+
+
 @lru_cache(maxsize=8)
 def _compile(template: str) -> jinja2.Template:
     # Cached: a chat session renders the same template every turn.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols])
+    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols])
     env.filters["tojson"] = _tojson
+    for name in ("center", "indent", "wordwrap"):
+        env.filters[name] = _width_checked(env.filters[name])
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _TemplateDict()
     env.globals["namespace"] = _TemplateNamespace
-    return env.from_string(template)
+    try:
+        return env.from_string(template)
+    except RecursionError:
+        raise TemplateLimit("it is nested too deep") from None
+
+
+def _render_bounded(template: jinja2.Template, **variables) -> str:
+    """Render with the output size, time and depth bounded. Time is checked on every line the template's own
+    code runs (a trace function on template frames only), so even a loop that prints nothing is stopped."""
+    deadline = time.monotonic() + MAX_TEMPLATE_SECONDS
+
+    def local(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TemplateLimit(f"it ran longer than {MAX_TEMPLATE_SECONDS:g} s")
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        parts, size = [], 0
+        for chunk in template.generate(**variables):
+            size += len(chunk)
+            if size > MAX_TEMPLATE_CHARS:
+                raise TemplateLimit(f"its output is too large (over {MAX_TEMPLATE_CHARS} characters)")
+            parts.append(chunk)
+        return "".join(parts)
+    except RecursionError:
+        raise TemplateLimit("it recurses too deep") from None
+    finally:
+        sys.settrace(previous)
 
 
 def _check_messages(messages) -> None:
@@ -104,13 +194,16 @@ def render_chat(
     """The prompt text for `messages`; extra keywords (tools, documents, enable_thinking...) reach the template."""
     _check_messages(messages)
     try:
-        return _compile(template).render(
+        return _render_bounded(
+            _compile(template),
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=bos_token,
             eos_token=eos_token,
             **extra,
         )
+    except TemplateLimit as e:
+        raise GenerationError(f"chat template refused: {e}") from None
     # A broken or hostile template is a problem with the model folder or the request, not a crash of
     # ours: report it as one line. SecurityError (sandbox escapes) is a TemplateError too.
     except jinja2.exceptions.TemplateError as e:
@@ -124,15 +217,12 @@ def load_chat_template(folder: Path) -> str | None:
     folder = Path(folder)
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
+        return read_utf8(jinja_file, GenerationError)
     config_file = folder / "tokenizer_config.json"
     if not config_file.is_file():
         return None
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenerationError(f"{config_file} is not valid JSON: {e}") from e
-    template = config.get("chat_template") if isinstance(config, dict) else None
+    config = read_json(config_file, GenerationError)
+    template = config.get("chat_template")
     if template is None or isinstance(template, str):
         return template
     # Older transformers saved several named templates as [{"name": ..., "template": ...}].

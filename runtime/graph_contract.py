@@ -9,6 +9,7 @@ KV_MODES = ("concat", "shared_buffer")
 KV_LAYOUT = "batch,kv_heads,seq,head_dim"
 FLOAT_TYPES = {"float32": 1, "float16": 10}  # manifest dtype name -> TensorProto.DataType
 INT64 = 7
+LEARNED_POSITIONS = "model.pos_embed.weight"  # the exporters' name for a learned position table (gpt2)
 
 
 def check_contract(manifest, iface: GraphInterface) -> None:
@@ -46,6 +47,9 @@ def check_contract(manifest, iface: GraphInterface) -> None:
             raise ManifestError(f"malformed manifest: architecture.{name} must be null or an id below "
                                 f"vocab_size {arch['vocab_size']}, got {value!r}")
 
+    # Two KV inputs per layer: a claimed layer count the graph cannot have is refused before any loop over it.
+    if 2 * arch["num_layers"] > len(iface.inputs):
+        bad(f"architecture.num_layers is {arch['num_layers']} but the graph has {len(iface.inputs)} inputs")
     layers = []
     for i in range(arch["num_layers"]):
         names = []
@@ -98,8 +102,9 @@ def check_contract(manifest, iface: GraphInterface) -> None:
             tables.update(inputs[2:4])
         elif op == "GroupQueryAttention" and len(inputs) >= 9:
             tables.update(inputs[7:9])
-        elif op == "Gather" and len(inputs) == 2 and io.position_ids is not None and inputs[1] == io.position_ids:
-            tables.add(inputs[0])
+        elif op == "Gather" and len(inputs) == 2 and (
+                inputs[0] == LEARNED_POSITIONS or (io.position_ids is not None and inputs[1] == io.position_ids)):
+            tables.add(inputs[0])  # the fused graph gathers realigned positions, not position_ids itself
     for name in sorted(tables):
         dims = iface.initializers.get(name)
         if dims and dims[0] < arch["context_length"]:

@@ -15,7 +15,7 @@ from onnx_edge.runtime.generate import Chunk, Response, generate_batch, stream_g
 from onnx_edge.runtime.providers import resolve_provider
 from onnx_edge.runtime.sampling import SamplingParams
 from onnx_edge.runtime.session import DecoderSession
-from onnx_edge.runtime.tokenizer import TokenizerInfo, load_tokenizer
+from onnx_edge.runtime.tokenizer import TokenizerInfo, encode_text, load_tokenizer
 
 
 @dataclass
@@ -28,6 +28,7 @@ class EdgeModel:
     chat_template: str | None
     provider: str
     eos_ids: set[int] = field(default_factory=set)
+    template_error: str | None = None  # a chat template that cannot be read: raised only when chat is used
 
     @property
     def tokenizer(self):
@@ -38,38 +39,55 @@ class EdgeModel:
         if messages is None:
             if not isinstance(prompt, str) or not prompt:
                 raise GenerationError("prompt is empty")
-            use_chat = self.chat_template is not None if chat is None else chat
+            has_template = self.chat_template is not None or self.template_error is not None
+            use_chat = has_template if chat is None else chat
             if not use_chat:
-                return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+                return encode_text(self.tokenizer, prompt, special=True)
             messages = [{"role": "user", "content": prompt}]
+        if self.template_error is not None:
+            raise GenerationError(self.template_error)
         if self.chat_template is None:
             raise GenerationError("this model has no chat template; pass a plain prompt (--no-chat)")
         text = render_chat(self.chat_template, messages, add_generation_prompt=True,
                            bos_token=self.tok.bos_token, eos_token=self.tok.eos_token)
         # The template already wrote the special tokens.
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return encode_text(self.tokenizer, text, special=False)
 
     def generate(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
                  max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
                  cancel=None, **sampling) -> Response:
         """Generate for one prompt (or chat `messages`); sampling keywords go to SamplingParams."""
         ids = self.encode(prompt, messages, chat)
-        return generate_batch(self, [ids], SamplingParams(**sampling), max_new_tokens, stop, truncate, cancel)[0]
+        return generate_batch(self, [ids], SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate,
+                              cancel)[0]
 
     def stream(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
                max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
                cancel=None, **sampling) -> Iterator[Chunk]:
         """Yield text pieces as they are generated; the last chunk carries the full Response."""
         ids = self.encode(prompt, messages, chat)
-        return stream_generate(self, ids, SamplingParams(**sampling), max_new_tokens, stop, truncate, cancel)
+        return stream_generate(self, ids, SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate,
+                               cancel)
 
     def generate_batch(self, prompts: list[str], *, chat: bool | None = None, max_new_tokens: int = 128,
                        stop: list[str] | tuple[str, ...] = (), truncate: bool = False, **sampling) -> list[Response]:
         """Several prompts in one left-padded batch; each response equals its own batch-1 run."""
+        if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+            raise GenerationError("generate_batch takes a list of prompt strings (use generate for one prompt)")
         if not prompts:
             raise GenerationError("no prompts given")
         ids = [self.encode(p, None, chat) for p in prompts]
-        return generate_batch(self, ids, SamplingParams(**sampling), max_new_tokens, stop, truncate, None)
+        return generate_batch(self, ids, SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate, None)
+
+
+def check_stop(stop) -> tuple[str, ...]:
+    """`stop` as one string or a list of strings -> a tuple of non-empty strings (a string is one stop string,
+    never its characters)."""
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+        raise GenerationError(f"stop must be a string or a list of non-empty strings, got {stop!r}"[:200])
+    return tuple(stop)
 
 
 def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True, threads: int | None = None,
@@ -81,6 +99,9 @@ def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True
     (see onnx_edge.runtime.integrity); `onnx-edge verify` always rehashes."""
     from onnx_edge.runtime.integrity import check_contract, check_manifest_entry
 
+    from onnx_edge.runtime.session import check_threads
+
+    check_threads(threads)  # before any work: a bad value is the caller's mistake
     folder = Path(path).expanduser()
     check_manifest_entry(folder)  # a symlinked manifest is refused before it is read
     manifest = read_manifest(folder)
@@ -96,6 +117,12 @@ def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True
     if ids > shape.vocab_size:
         raise ManifestError(f"{folder}: the tokenizer has {ids} ids but the model only {shape.vocab_size} "
                             f"(architecture.vocab_size): tokenizer and model do not belong together")
+    template, template_error = None, None
+    try:
+        template = load_chat_template(folder)
+    except GenerationError as exc:  # a plain prompt (--no-chat) never needs it
+        template_error = str(exc)
     session = DecoderSession(folder, manifest, chosen, threads=threads)
     return EdgeModel(folder=folder, manifest=manifest, shape=shape, session=session, tok=tok,
-                     chat_template=load_chat_template(folder), provider=chosen, eos_ids=set(shape.eos_token_ids))
+                     chat_template=template, provider=chosen, eos_ids=set(shape.eos_token_ids),
+                     template_error=template_error)

@@ -342,6 +342,13 @@ def render_html(report) -> str:
     if speed:
         foot.append("<p><b>Speed.</b> The <code>onnx-edge bench</code> measurement: prefill = prompt tokens / time "
                     "to first token; decode = later tokens / their time; peak RSS of the measuring process.</p>")
+    from onnx_edge.runtime.compare_report import CompareReport, machine_notes
+
+    machine = r.get("machine") or {}
+    if machine:
+        foot.append(f"<p><b>Machine.</b> {_e(machine.get('machine', ''))} CPU, int8 kernels "
+                    f"{_e(machine.get('int8_kernel', ''))} ({_e(' '.join(machine.get('features', [])))}).</p>")
+    foot += [f"<p><b>CPU.</b> {_e(note)}</p>" for note in machine_notes(CompareReport.from_dict(r))]
     foot.append(f"<p>Created {_e(r['created'])} in {r.get('seconds', 0):.0f} s. {versions}</p>")
     subtitle = (f"Reference: <b>{_e(ref['name'])}</b> ({_e(ref['engine'])}, {_e(ref['precision'])}) · "
                 f"{len(r['variants'])} models · text: {_e(r['text'])}")
@@ -354,14 +361,8 @@ def render_html(report) -> str:
             f"<div class=\"foot\">{''.join(foot)}</div></main></body></html>\n")
 
 
-def write_html(report, path) -> Path:
-    path = Path(path)
-    from onnx_edge.errors import OutputError
+def write_html(report, path, inputs=()) -> Path:
+    """Render and write atomically (onnx_edge.staging): a failed write leaves any old report intact."""
+    from onnx_edge.staging import write_file_atomic
 
-    try:
-        if path.parent and not path.parent.exists():
-            raise OutputError(f"{path.parent}: no such folder for the HTML report")
-        path.write_text(render_html(report), encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write the HTML report ({exc.strerror})") from None
-    return path
+    return write_file_atomic(path, render_html(report), inputs)

@@ -71,6 +71,9 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits)
     if x.ndim != 2 or x.shape[-1] == 0:
         raise ValueError(f"logits must have shape (batch, vocab), got {x.shape}")
+    if np.isnan(x).any():
+        raise GenerationError("the model produced NaN logits: its weights are likely broken (re-export it, or "
+                              "run `onnx-edge verify` on the folder)")
     return x
 
 
@@ -114,14 +117,19 @@ def make_sampler(params: SamplingParams) -> Callable[[np.ndarray], np.ndarray]:
     params.validate()
     if params.temperature == 0:
         return _greedy
-    rng = np.random.Generator(np.random.PCG64(params.seed))
+    # One generator per batch row, each seeded alike: a row of a seeded batch draws exactly what the same
+    # prompt draws alone (with seed None every row gets fresh OS entropy).
+    rngs: list[np.random.Generator] = []
 
     def sample(logits: np.ndarray) -> np.ndarray:
         probs = filtered_probs(logits, params)
         cdf = np.cumsum(probs, axis=-1)
+        while len(rngs) < probs.shape[0]:
+            rngs.append(np.random.Generator(np.random.PCG64(params.seed)))
+        u = np.array([rng.random() for rng in rngs[:probs.shape[0]]])  # (B,)
         # Inverse-CDF draw for every row at once. (1 - u) lies in (0, 1], so the target is > 0 and
         # the first index whose cdf reaches it always has nonzero probability.
-        target = (1.0 - rng.random(probs.shape[0]))[:, None] * cdf[:, -1:]
+        target = (1.0 - u)[:, None] * cdf[:, -1:]
         return np.argmax(cdf >= target, axis=-1).astype(np.int64)
 
     return sample

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnx_edge.errors import GenerationError
 from onnx_edge.manifest import Manifest
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.memory import anonymous_regions, grown_ranges, collapse_to_huge_pages, released_mapped_pages
@@ -47,6 +48,18 @@ def physical_cores() -> int:
     except OSError:
         return max(1, len(allowed))
     return max(1, len(cores))
+
+
+MAX_THREADS = 256  # far above any desktop's cores; a typo like 10**6 would otherwise try to start that many
+
+
+def check_threads(threads) -> int | None:
+    """`threads` as given by a caller or --threads: None (one per core) or a whole number 1..MAX_THREADS."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise GenerationError(f"--threads must be a whole number from 1 to {MAX_THREADS}, got {threads!r}")
+    return threads
 
 
 def session_options(ort, threads: int | None, mem_pattern: bool = True):
@@ -113,7 +126,7 @@ class DecoderSession:
         self.manifest = manifest
         self.shape = ModelShape.from_dict(manifest.architecture)
         self.io = manifest.io
-        self.threads = int(threads) if threads else physical_cores()
+        self.threads = check_threads(threads) or physical_cores()
         model = model_bytes if model_bytes is not None else str(folder / manifest.model_file)
         # Huge pages for the weights: measured on the decode loop's path only (first new_cache), so
         # validation, quality and quantization sessions (forward() only) never pay for it.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnx_edge.errors import ManifestError
+from onnx_edge.textfile import read_json
 
 
 @dataclass
@@ -36,8 +36,24 @@ def load_tokenizer(folder: Path, filename: str = "tokenizer.json") -> TokenizerI
     config = {}
     cfg_path = folder / "tokenizer_config.json"
     if cfg_path.is_file():
-        try:
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{cfg_path}: malformed JSON ({exc})") from None
+        config = read_json(cfg_path, ManifestError)
     return TokenizerInfo(tokenizer, _token_str(config.get("bos_token")), _token_str(config.get("eos_token")))
+
+
+def encode_text(tokenizer, text: str, special: bool) -> list[int]:
+    """tokenizer.encode(text).ids, with a prompt that is not valid UTF-8 and a tokenizer that panics (its
+    regex engine giving up on a hostile pattern raises PanicException, a BaseException) as GenerationErrors."""
+    from onnx_edge.errors import GenerationError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: a non-UTF-8 argv decoded with surrogateescape
+        raise GenerationError(f"the prompt is not valid UTF-8 (character {exc.start})") from None
+    try:
+        return tokenizer.encode(text, add_special_tokens=special).ids
+    except Exception as exc:
+        raise GenerationError(f"the tokenizer failed on this text: {str(exc).splitlines()[0][:200]}") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise GenerationError(f"the tokenizer failed on this text: {str(exc).splitlines()[0][:200]}") from None

@@ -24,6 +24,18 @@ def edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
+def previous_output(out: Path, text: str = "precious") -> None:
+    """`out` as an earlier onnx-edge run left it (a manifest listing its one file): what --force may replace."""
+    out.mkdir(exist_ok=True)
+    (out / "keep.txt").write_text(text, encoding="utf-8")
+    manifest = {"format": "onnx-edge-kit", "schema_version": "1.0",
+                "files": {"keep.txt": {"sha256": "0" * 64, "size": len(text)}}}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+PREVIOUS = ["keep.txt", "manifest.json"]
+
+
 def leftovers(out: Path) -> list[str]:
     """Hidden siblings the exporter creates next to `out` (.NAME.partial-PID, .NAME.old-PID)."""
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))

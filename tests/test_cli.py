@@ -18,6 +18,7 @@ from tests.cli_cases import (
     SHA256, SUBCOMMANDS, assert_ok, assert_one_line_error, edit_json, invoke, leftovers_next_to, smollm2_gguf,
     write_gguf,
 )
+from tests.error_cases import previous_output
 
 
 # help and version
@@ -137,9 +138,15 @@ def test_export_non_empty_folder_needs_force(tiny_models, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["keep-me.txt"]
     assert sentinel.read_text(encoding="utf-8") == "precious"
 
+    # --force replaces only what onnx-edge wrote: a folder of the user's files is refused, naming them
+    result = invoke("export", tiny_models("llama"), "-o", out, "--force", "--no-validate", "--json")
+    assert_one_line_error(result, "keep-me.txt", "did not write", out=out)
+    assert sentinel.read_text(encoding="utf-8") == "precious"
+    sentinel.unlink()
+    previous_output(out)
     result = invoke("export", tiny_models("llama"), "-o", out, "--force", "--no-validate", "--json")
     assert_ok(result)
-    assert not sentinel.exists()
+    assert not (out / "keep.txt").exists()
     assert (out / "manifest.json").is_file()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers  # neither .out.partial-* nor .out.old-*

@@ -18,7 +18,7 @@ from onnx_edge.errors import (
     ValidationError,
 )
 
-from tests.error_cases import edit_json, leftovers, raises_exactly, write_gguf
+from tests.error_cases import PREVIOUS, edit_json, leftovers, previous_output, raises_exactly, write_gguf
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,10 +269,9 @@ def test_failed_validation_keeps_forced_output(tiny_models, tmp_path, fail_valid
     from onnx_edge.export import export
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious", encoding="utf-8")
+    previous_output(out)
     raises_exactly(ValidationError, export, str(tiny_models("llama")), out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == PREVIOUS
     assert (out / "keep.txt").read_text(encoding="utf-8") == "precious"
     assert leftovers(out) == []
 
@@ -304,11 +303,10 @@ def test_interrupted_export_keeps_forced_output(tiny_models, tmp_path, monkeypat
 
     monkeypatch.setattr(exporter, "save_model", _interrupting_save)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious", encoding="utf-8")
+    previous_output(out)
     with pytest.raises(KeyboardInterrupt):
         export(str(tiny_models("llama")), out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == PREVIOUS
     assert leftovers(out) == []
 
 
@@ -334,8 +332,7 @@ def test_failed_swap_keeps_forced_output(tiny_models, tmp_path, monkeypatch):
     from onnx_edge.export import export
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious", encoding="utf-8")
+    previous_output(out)
     real_replace = os.replace
 
     def replace(src, dst):

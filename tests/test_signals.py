@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.error_cases import PREVIOUS, previous_output
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and rlimits")]
 
@@ -53,13 +55,12 @@ def siblings(out: Path) -> list[str]:
 
 def prepare_target(out: Path, force: bool) -> None:
     if force:
-        out.mkdir()
-        (out / "keep.txt").write_text("precious", encoding="utf-8")
+        previous_output(out)
 
 
 def check_target(out: Path, force: bool) -> None:
     if force:
-        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+        assert sorted(p.name for p in out.iterdir()) == PREVIOUS
         assert (out / "keep.txt").read_text(encoding="utf-8") == "precious"
     else:
         assert not out.exists(), f"{out} exists: {sorted(p.name for p in out.iterdir())}"
@@ -136,7 +137,7 @@ def test_out_of_file_space(kind, force, tiny_models, exported_models, tmp_path, 
 
 
 def test_interrupt_between_mkdir_and_try(tmp_path, monkeypatch):
-    from onnx_edge.staging import staged_folder
+    from onnx_edge.staging import claim_output, staged_folder
 
     real_mkdir = Path.mkdir
 
@@ -148,7 +149,7 @@ def test_interrupt_between_mkdir_and_try(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", mkdir)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        with staged_folder(out):
+        with claim_output(out, force=False) as claim, staged_folder(claim):
             pass
     monkeypatch.undo()
     assert siblings(out) == []
@@ -160,8 +161,7 @@ def test_interrupt_while_removing_the_old_folder(tmp_path, monkeypatch):
     import onnx_edge.staging as staging
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("old", encoding="utf-8")
+    previous_output(out, "old")
     real_rmtree = shutil.rmtree
 
     def rmtree(path, *args, **kwargs):
@@ -171,7 +171,7 @@ def test_interrupt_while_removing_the_old_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(staging.shutil, "rmtree", rmtree)
     with pytest.raises(KeyboardInterrupt):
-        with staging.staged_folder(out) as tmp:
+        with staging.claim_output(out, force=True) as claim, staging.staged_folder(claim) as tmp:
             (tmp / "manifest.json").write_text("{}", encoding="utf-8")
     monkeypatch.undo()
     assert (out / "manifest.json").is_file()

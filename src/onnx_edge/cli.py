@@ -11,6 +11,7 @@ Quick start:
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def cli() -> None:
 
 @cli.command("export")
 @click.argument("source")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--output", required=True, type=str, help="Output folder (new, or one onnx-edge wrote).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Compare ONNX with PyTorch (prefill, 3 decode steps, 16 greedy tokens).")
@@ -68,7 +69,7 @@ def cli() -> None:
               help="Execution provider the folder targets (the graph is shaped for it; quantize it to fp16 or "
                    "int4 for cuda and dml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: int, graph: str, precision: str,
+def export_cmd(source: str, output: str, force: bool, validate: bool, opset: int, graph: str, precision: str,
                provider: str, as_json: bool) -> None:
     """Export SOURCE to an ONNX folder (fp32, or the GGUF's own blocks with --precision gguf).
 
@@ -99,12 +100,9 @@ def export_cmd(source: str, output: Path, force: bool, validate: bool, opset: in
 
 def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
     if prompt_file is not None:
-        try:
-            return prompt_file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EdgeError(f"{prompt_file}: not valid UTF-8 (byte {exc.start})") from None
-        except OSError as exc:
-            raise EdgeError(f"{prompt_file}: {exc.strerror}") from None
+        from onnx_edge.textfile import read_utf8
+
+        return read_utf8(prompt_file, EdgeError)
     if prompt is None:
         raise EdgeError("give a PROMPT or --prompt-file")
     return prompt
@@ -152,7 +150,7 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
 
 @cli.command("quantize")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--output", required=True, type=str, help="Output folder (new, or one onnx-edge wrote).")
 @click.option("--precision", type=click.Choice(["int8", "int4", "fp16"]), default="int4", show_default=True)
 @click.option("--scheme", type=click.Choice(["weight_only", "dynamic", "static", "cast"]), default=None,
               help="int8: weight_only (default), dynamic or static (QDQ); int4: weight_only; fp16: cast.")
@@ -163,6 +161,9 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
 @click.option("--algorithm", type=click.Choice(["rtn", "hqq", "gptq"]), default="rtn", show_default=True)
 @click.option("--calibration", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="Static int8 calibration method.")
+@click.option("--int8-format", type=click.Choice(["u8u8", "u8s7", "u8s8", "s8s8"]), default=None,
+              help="Activation x weight types of int8 dynamic/static (default u8u8: the same quality on every x86 "
+                   "CPU; u8s7 likewise, 7-bit weights; u8s8 and s8s8 lose accuracy on AVX2 / non-VNNI CPUs).")
 @click.option("--keep", multiple=True, help="Glob of weights to keep at higher precision (repeatable), e.g. 'lm_head*'.")
 @click.option("--keep-precision", type=click.Choice(["int8", "fp32"]), default=None,
               help="What kept weights become (default: int8 under int4, else fp32).")
@@ -180,16 +181,16 @@ def generate_cmd(path: Path, prompt: str | None, prompt_file: Path | None, max_n
                    "variants run on an fp16 base.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the quantization record as JSON.")
-def quantize_cmd(path: Path, output: Path, precision: str, scheme: str | None, block_size: int, symmetric: bool,
-                 accuracy_level: int | None, algorithm: str, calibration: str, keep: tuple[str, ...],
-                 keep_precision: str | None, embeddings: str | None, max_kl: float | None, text_file: Path | None,
+def quantize_cmd(path: Path, output: str, precision: str, scheme: str | None, block_size: int, symmetric: bool,
+                 accuracy_level: int | None, algorithm: str, calibration: str, int8_format: str | None,
+                 keep: tuple[str, ...], keep_precision: str | None, embeddings: str | None, max_kl: float | None, text_file: Path | None,
                  context: int, eval_windows: int, provider: str | None, force: bool, as_json: bool) -> None:
     """Quantize the fp32 folder PATH and report what it cost in quality and size."""
     from onnx_edge.quantize import quantize
 
     m = quantize(path, output, precision, force=force, scheme=scheme, block_size=block_size, symmetric=symmetric,
-                 accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, keep=keep,
-                 keep_precision=keep_precision, embeddings=embeddings, max_kl=max_kl, text_file=text_file,
+                 accuracy_level=accuracy_level, algorithm=algorithm, calibration=calibration, int8_format=int8_format,
+                 keep=keep, keep_precision=keep_precision, embeddings=embeddings, max_kl=max_kl, text_file=text_file,
                  provider=provider, context=context, eval_windows=eval_windows, progress=not as_json)
     q = m.quantization
     if as_json:
@@ -226,28 +227,38 @@ def info_cmd(path: Path, as_json: bool) -> None:
         f"  chat template {'yes' if m.tokenizer.get('chat_template') else 'no'}",
     ]
     v = m.validation or (m.provenance.get("export_validation") if m.quantization else None)
-    if v:
+    if isinstance(v, dict):
+        diff, greedy = v.get("max_abs_diff"), v.get("greedy_tokens")
         lines.append(f"  validation    {'(of the fp32 export) ' if m.quantization else ''}"
-                     f"{'passed' if v.get('passed') else 'FAILED'}: max abs diff {v['max_abs_diff']:.2e}, "
-                     f"{v['greedy_tokens']} greedy tokens {'identical' if v['greedy_match'] else 'differ'}")
+                     f"{'passed' if v.get('passed') else 'FAILED'}: max abs diff "
+                     f"{f'{diff:.2e}' if isinstance(diff, (int, float)) else '(not recorded)'}, "
+                     f"{greedy if isinstance(greedy, int) else '?'} greedy tokens "
+                     f"{'identical' if v.get('greedy_match') else 'differ'}")
     else:
         lines.append("  validation    not run")
     if m.quantization:
         from onnx_edge.quantize.report import format_report
 
-        lines += format_report(path, m).splitlines()[1:]
+        try:
+            lines += format_report(path, m).splitlines()[1:]
+        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
+            # what a killed or older quantize leaves: say so instead of guessing the missing numbers
+            lines.append("  quantization  incomplete record (the run that wrote it did not finish); "
+                         "`info --json` shows what is there")
     click.echo("\n".join(lines))
 
 
 @cli.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
 def verify_cmd(path: Path) -> None:
-    """Check every file in PATH against the sizes and sha256 in its manifest."""
+    """Check every file in PATH against the sizes and sha256 in its manifest, and the manifest against its graph."""
     from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.runtime.graph_contract import check_contract
 
     m = read_manifest(path)
-    verify_files(path, m, check_hashes=True)
-    click.echo(f"ok: {len(m.files)} files match the manifest")
+    info = verify_files(path, m, check_hashes=True)
+    check_contract(m, info.interface)  # the manifest's io and sizes are those of the graph
+    click.echo(f"ok: {len(m.files)} files match the manifest and its graph")
 
 
 @cli.command("bench")
@@ -268,9 +279,9 @@ def bench_cmd(paths: tuple[Path, ...], provider: str, prompt_tokens: int, gen_to
     """
     from onnx_edge.manifest import read_manifest
     from onnx_edge.runtime.bench import bench, check_sizes, format_table
+    from onnx_edge.runtime.session import check_threads
 
-    if threads is not None and threads < 1:
-        raise EdgeError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)
     for path in paths:  # every folder is checked before the first one spends minutes measuring
         check_sizes(prompt_tokens, gen_tokens, runs, warmup, read_manifest(path).architecture.get("context_length"))
     results = []
@@ -306,25 +317,32 @@ def bench_cmd(paths: tuple[Path, ...], provider: str, prompt_tokens: int, gen_to
 @click.option("--runs", type=int, default=3, show_default=True, help="Speed: measured runs after one warm-up.")
 @click.option("--no-speed", is_flag=True, help="Skip the speed measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Print every number as one JSON object instead of the table.")
-@click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--html", "html_file", type=str, default=None,
               help="Also write a self-contained HTML report (inline SVG charts) to this file.")
 def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Path | None, context: int,
                 max_windows: int, prompts_file: Path | None, gen_tokens: int, provider: str, prompt_tokens: int,
-                bench_gen_tokens: int, runs: int, no_speed: bool, as_json: bool, html_file: Path | None) -> None:
+                bench_gen_tokens: int, runs: int, no_speed: bool, as_json: bool, html_file: str | None) -> None:
     """Compare VARIANT... (onnx-edge folders, onnxruntime-genai folders, .gguf files with llama-cpp-python):
     size, perplexity, KL divergence and top-1 agreement against a reference, greedy-generation agreement,
     and speed (the `bench` measurement). Each window is run from an empty cache and its second half scored.
     """
-    from onnx_edge.runtime.compare import CompareOptions, compare, describe, footer, format_table, read_prompts
+    from onnx_edge.runtime.compare import (
+        CompareOptions,
+        compare,
+        describe,
+        footer,
+        format_table,
+        read_prompts,
+    )
+    from onnx_edge.staging import resolve_output
 
+    inputs = [p for p in (*variants, reference, text_file, prompts_file) if p is not None]
+    html_target = resolve_output(html_file, inputs) if html_file is not None else None  # refused before the work
     text, label = None, "pydoc_data.topics (evaluation half)"
     if text_file is not None:
-        try:
-            text, label = text_file.read_bytes().decode("utf-8"), str(text_file)
-        except UnicodeDecodeError as exc:
-            raise EdgeError(f"{text_file}: not valid UTF-8 (byte {exc.start})") from None
-        except OSError as exc:
-            raise EdgeError(f"{text_file}: {exc.strerror}") from None
+        from onnx_edge.textfile import read_utf8
+
+        text, label = read_utf8(text_file, EdgeError), str(text_file)
     prompts = read_prompts(prompts_file) if prompts_file is not None else None
     ref = None
     if reference is not None and reference.startswith("pytorch:"):
@@ -341,24 +359,68 @@ def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Pat
                              gen_tokens=gen_tokens, provider=provider, speed=not no_speed, prompt_tokens=prompt_tokens,
                              bench_gen_tokens=bench_gen_tokens, runs=runs)
     report = compare(found, ref, options, progress=True)
-    if html_file is not None:
-        from onnx_edge.runtime.report_html import write_html
-
-        write_html(report, html_file)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    console = Console(width=200)
-    console.print(format_table(report))
-    console.print(footer(report), soft_wrap=True)
-    if html_file is not None:
-        click.echo(f"wrote {html_file}")
+        console = Console(width=200)
+        console.print(format_table(report))
+        console.print(footer(report), soft_wrap=True)
+    if html_target is not None:
+        from onnx_edge.runtime.report_html import write_html
+
+        write_html(report, html_target, inputs)
+        if not as_json:
+            click.echo(f"wrote {html_file}")
 
 
 def main() -> None:
-    cli(prog_name="onnx-edge")
+    if sys.stdout is None:  # started with stdout closed (`>&-`): every command reports there
+        sys.stderr.write("error: standard output is closed; nothing can be printed\n") if sys.stderr else None
+        sys.exit(1)
+    try:
+        rc = cli(prog_name="onnx-edge", standalone_mode=False)
+        sys.stdout.flush()
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except click.exceptions.Exit as exc:
+        _flush_or_exit()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage mistakes: click's own message and exit code 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(141)  # the reader went away (`| head`): like other Unix tools, no message
+    except OSError as exc:  # stdout on a full disk or /dev/full
+        _quiet_stdout()
+        click.echo(f"error: cannot write the output ({exc.strerror or exc})", err=True)
+        sys.exit(1)
+
+
+def _flush_or_exit() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(141)
+    except OSError as exc:
+        _quiet_stdout()
+        click.echo(f"error: cannot write the output ({exc.strerror or exc})", err=True)
+        sys.exit(1)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's own flush at exit cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -7,13 +7,17 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onnx_edge.errors import IntegrityError, ManifestError
+from onnx_edge.targets import TARGETS
+from onnx_edge.textfile import read_json
 
 MANIFEST_NAME = "manifest.json"
+PARTIAL_MARKER = ".onnx-edge-partial"  # in a folder still being built (onnx_edge.staging)
 SCHEMA_VERSION = "1.0"
 FORMAT = "onnx-edge-kit"
 
@@ -109,8 +113,15 @@ class Manifest:
         except TypeError as exc:
             raise ManifestError(f"malformed manifest: {exc}") from None
         _check_architecture(manifest.architecture)
-        if not isinstance(manifest.model_file, str) or not manifest.model_file:
+        name = manifest.model_file
+        # A name, not a path: onnxruntime resolves external data against the graph's own folder, so a graph
+        # in a subfolder would read files the integrity checks (made against the folder root) never saw.
+        if not isinstance(name, str) or not name:
             raise ManifestError("malformed manifest: 'model_file' must be a file name")
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise IntegrityError(f"model_file {name[:200]!r} must be a file name in the folder itself")
+        if not isinstance(manifest.provider, str) or manifest.provider not in TARGETS:
+            raise ManifestError(f"malformed manifest: provider {manifest.provider!r} is not one of {', '.join(TARGETS)}")
         return manifest
 
 
@@ -148,10 +159,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def record_files(folder: Path) -> dict[str, FileEntry]:
-    """Size and sha256 of every regular file in the folder (the manifest itself excluded)."""
+    """Size and sha256 of every regular file in the folder (the manifest and the staging marker excluded)."""
     entries = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_NAME:
+        if path.is_file() and path.name not in (MANIFEST_NAME, PARTIAL_MARKER):
             rel = path.relative_to(folder).as_posix()
             entries[rel] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
     return entries
@@ -167,6 +178,17 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     return target
 
 
+def copy_listed_files(src: Path, dst: Path, manifest: Manifest, skip: tuple[str, ...] = ()) -> None:
+    """Copy the files `manifest` lists (tokenizer, template, configs) from src to dst, except `skip`: never
+    an unlisted file the user put into the folder."""
+    for name in manifest.files:
+        if name in skip or name == MANIFEST_NAME:
+            continue
+        target = dst / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / name, target)
+
+
 def read_manifest(folder: str | os.PathLike) -> Manifest:
     folder = Path(folder)
     path = folder / MANIFEST_NAME
@@ -176,11 +198,9 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{folder}: not a folder (expected an exported model folder)")
     if not path.is_file():
         raise ManifestError(f"{folder}: no {MANIFEST_NAME}; is this a folder written by 'onnx-edge export'?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: malformed JSON ({exc})") from None
-    return Manifest.from_dict(data)
+    if (folder / PARTIAL_MARKER).exists():
+        raise ManifestError(f"{folder}: an unfinished output (the run writing it was stopped); delete it and run again")
+    return Manifest.from_dict(read_json(path, ManifestError))
 
 
 def verify_files(folder: str | os.PathLike, manifest: Manifest, check_hashes: bool = True,
