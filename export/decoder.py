@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import onnx
+
 from onnx_edge.export.graph import FLOAT, INT64, Graph
+from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
 from onnx_edge.runtime.graph_contract import LEARNED_POSITIONS
-
-from onnx_edge.manifest import IOSpec
 
 # Masked scores take the most negative float rather than -inf, so a fully masked row (a left-pad
 # query position) softmaxes to uniform instead of NaN.

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+
 from onnx_edge.export.decoder import _name, decoder_inputs, norm
 from onnx_edge.export.graph import FLOAT, Graph
+from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
 from onnx_edge.runtime.graph_contract import LEARNED_POSITIONS
-
-from onnx_edge.manifest import IOSpec
 
 MS = "com.microsoft"
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt2")

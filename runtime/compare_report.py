@@ -98,21 +98,23 @@ def footer(report: CompareReport) -> str:
         lines.append(f"speed: onnx-edge bench on {s['provider']}: {s['prompt_tokens']}-token prompt, "
                      f"{s['gen_tokens']} generated tokens, median of {s['runs']} runs after {s['warmup']} warm-up, "
                      f"each model in a fresh process (peak RSS is that process's)")
-    lines += machine_notes(report)
+    lines += machine_notes(report.machine, [r.variant for r in report.variants])
     return "\n".join(lines)
 
 
-def machine_notes(report: CompareReport) -> list[str]:
-    """A line for each variant whose own quantize report came from a CPU with other int8 kernels."""
-    here = report.machine.get("int8_kernel")
+def machine_notes(machine: dict, variants: list[dict]) -> list[str]:
+    """A line for each variant (Variant.describe()) whose own quantize report came from a CPU with other int8
+    kernels than `machine` (cpu.cpu_isa() of the machine that ran the compare)."""
+    here = machine.get("int8_kernel")
     notes = []
-    for r in report.variants:
-        rec = r.variant.get("recorded")
-        there = (rec or {}).get("measured_on", {}).get("int8_kernel")
+    for v in variants:
+        rec = v.get("recorded") or {}
+        there = rec.get("measured_on", {}).get("int8_kernel")
         if not here or not there or there == here:
             continue
         why = ("its u8s8/s8s8 int8 kernels saturate differently, so expect other numbers here"
                if rec["cpu_dependent"] else "its kernels are not instruction-set sensitive, so numbers should agree")
-        notes.append(f"note: {r.name}'s quantize report (KL {rec['kl']:.5f}) was measured with {there} int8 kernels; "
+        kl = f" (KL {rec['kl']:.5f})" if isinstance(rec.get("kl"), (int, float)) else ""
+        notes.append(f"note: {v['name']}'s quantize report{kl} was measured with {there} int8 kernels; "
                      f"this machine runs {here}: {why}")
     return notes

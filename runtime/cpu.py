@@ -42,8 +42,3 @@ def measured_on() -> dict:
     import onnxruntime
 
     return dict(cpu_isa(), onnxruntime=onnxruntime.__version__)
-
-
-def differs(recorded: dict | None) -> bool:
-    """Whether a recorded measured_on ran other int8 kernels than this machine (None: nothing recorded)."""
-    return bool(recorded) and recorded.get("int8_kernel") != cpu_isa()["int8_kernel"]

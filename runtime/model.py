@@ -14,7 +14,7 @@ from onnx_edge.runtime.chat import load_chat_template, render_chat
 from onnx_edge.runtime.generate import Chunk, Response, generate_batch, stream_generate
 from onnx_edge.runtime.providers import resolve_provider
 from onnx_edge.runtime.sampling import SamplingParams
-from onnx_edge.runtime.session import DecoderSession
+from onnx_edge.runtime.session import DecoderSession, check_threads
 from onnx_edge.runtime.tokenizer import TokenizerInfo, encode_text, load_tokenizer
 
 
@@ -98,8 +98,6 @@ def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True
     dtypes and sizes those of the graph. `hash_cache` reuses digests of unchanged files from the user's cache
     (see onnx_edge.runtime.integrity); `onnx-edge verify` always rehashes."""
     from onnx_edge.runtime.integrity import check_contract, check_manifest_entry
-
-    from onnx_edge.runtime.session import check_threads
 
     check_threads(threads)  # before any work: a bad value is the caller's mistake
     folder = Path(path).expanduser()

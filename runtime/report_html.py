@@ -342,13 +342,13 @@ def render_html(report) -> str:
     if speed:
         foot.append("<p><b>Speed.</b> The <code>onnx-edge bench</code> measurement: prefill = prompt tokens / time "
                     "to first token; decode = later tokens / their time; peak RSS of the measuring process.</p>")
-    from onnx_edge.runtime.compare_report import CompareReport, machine_notes
+    from onnx_edge.runtime.compare_report import machine_notes
 
     machine = r.get("machine") or {}
     if machine:
         foot.append(f"<p><b>Machine.</b> {_e(machine.get('machine', ''))} CPU, int8 kernels "
                     f"{_e(machine.get('int8_kernel', ''))} ({_e(' '.join(machine.get('features', [])))}).</p>")
-    foot += [f"<p><b>CPU.</b> {_e(note)}</p>" for note in machine_notes(CompareReport.from_dict(r))]
+    foot += [f"<p><b>CPU.</b> {_e(note)}</p>" for note in machine_notes(machine, [v["variant"] for v in r["variants"]])]
     foot.append(f"<p>Created {_e(r['created'])} in {r.get('seconds', 0):.0f} s. {versions}</p>")
     subtitle = (f"Reference: <b>{_e(ref['name'])}</b> ({_e(ref['engine'])}, {_e(ref['precision'])}) · "
                 f"{len(r['variants'])} models · text: {_e(r['text'])}")

@@ -71,21 +71,31 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits)
     if x.ndim != 2 or x.shape[-1] == 0:
         raise ValueError(f"logits must have shape (batch, vocab), got {x.shape}")
-    if np.isnan(x).any():
-        raise GenerationError("the model produced NaN logits: its weights are likely broken (re-export it, or "
-                              "run `onnx-edge verify` on the folder)")
     return x
 
 
+def _refuse_nan(values: np.ndarray) -> None:
+    """`values`: one per row that is NaN if its row holds a NaN (argmax picks, row maxima): O(batch), so the
+    per-token path never scans the logits a second time."""
+    if np.isnan(values).any():
+        raise GenerationError("the model produced NaN logits: its weights are likely broken (re-export it, or "
+                              "run `onnx-edge verify` on the folder)")
+
+
 def _greedy(logits: np.ndarray) -> np.ndarray:
-    return np.argmax(_check_logits(logits), axis=-1).astype(np.int64)
+    x = _check_logits(logits)
+    ids = np.argmax(x, axis=-1)  # argmax returns a NaN's index when the row has one
+    _refuse_nan(x[np.arange(x.shape[0]), ids])
+    return ids.astype(np.int64)
 
 
 def filtered_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     """Probabilities (float64, rows sum to 1) after temperature, top-k, top-p and min-p; needs temperature > 0."""
     z = _check_logits(logits).astype(np.float64)
+    row_max = z.max(axis=-1, keepdims=True)  # NaN wherever a row holds one
+    _refuse_nan(row_max)
     # Subtract the row max before dividing: a tiny temperature would otherwise overflow to inf - inf.
-    z = (z - z.max(axis=-1, keepdims=True)) / float(params.temperature)
+    z = (z - row_max) / float(params.temperature)
     z = np.nan_to_num(z, nan=-np.inf, neginf=-np.inf)
     vocab = z.shape[-1]
     if 0 < params.top_k < vocab:

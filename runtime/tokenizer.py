@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_edge.errors import ManifestError
+from onnx_edge.errors import GenerationError, ManifestError
 from onnx_edge.textfile import read_json
 
 
@@ -43,17 +43,13 @@ def load_tokenizer(folder: Path, filename: str = "tokenizer.json") -> TokenizerI
 def encode_text(tokenizer, text: str, special: bool) -> list[int]:
     """tokenizer.encode(text).ids, with a prompt that is not valid UTF-8 and a tokenizer that panics (its
     regex engine giving up on a hostile pattern raises PanicException, a BaseException) as GenerationErrors."""
-    from onnx_edge.errors import GenerationError
-
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates: a non-UTF-8 argv decoded with surrogateescape
         raise GenerationError(f"the prompt is not valid UTF-8 (character {exc.start})") from None
     try:
         return tokenizer.encode(text, add_special_tokens=special).ids
-    except Exception as exc:
-        raise GenerationError(f"the tokenizer failed on this text: {str(exc).splitlines()[0][:200]}") from None
     except BaseException as exc:
-        if type(exc).__name__ != "PanicException":
-            raise
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
         raise GenerationError(f"the tokenizer failed on this text: {str(exc).splitlines()[0][:200]}") from None

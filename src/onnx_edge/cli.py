@@ -326,14 +326,7 @@ def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Pat
     size, perplexity, KL divergence and top-1 agreement against a reference, greedy-generation agreement,
     and speed (the `bench` measurement). Each window is run from an empty cache and its second half scored.
     """
-    from onnx_edge.runtime.compare import (
-        CompareOptions,
-        compare,
-        describe,
-        footer,
-        format_table,
-        read_prompts,
-    )
+    from onnx_edge.runtime.compare import CompareOptions, compare, describe, footer, format_table, read_prompts
     from onnx_edge.staging import resolve_output
 
     inputs = [p for p in (*variants, reference, text_file, prompts_file) if p is not None]
@@ -377,16 +370,15 @@ def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Pat
 
 def main() -> None:
     if sys.stdout is None:  # started with stdout closed (`>&-`): every command reports there
-        sys.stderr.write("error: standard output is closed; nothing can be printed\n") if sys.stderr else None
+        if sys.stderr is not None:
+            sys.stderr.write("error: standard output is closed; nothing can be printed\n")
         sys.exit(1)
     try:
+        # standalone_mode=False: click returns --help/--version's exit code and lets stdout errors reach us
         rc = cli(prog_name="onnx-edge", standalone_mode=False)
         sys.stdout.flush()
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except click.exceptions.Exit as exc:
-        _flush_or_exit()
-        sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage mistakes: click's own message and exit code 2
         exc.show()
         sys.exit(exc.exit_code)
@@ -397,18 +389,6 @@ def main() -> None:
         _quiet_stdout()
         sys.exit(141)  # the reader went away (`| head`): like other Unix tools, no message
     except OSError as exc:  # stdout on a full disk or /dev/full
-        _quiet_stdout()
-        click.echo(f"error: cannot write the output ({exc.strerror or exc})", err=True)
-        sys.exit(1)
-
-
-def _flush_or_exit() -> None:
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_stdout()
-        sys.exit(141)
-    except OSError as exc:
         _quiet_stdout()
         click.echo(f"error: cannot write the output ({exc.strerror or exc})", err=True)
         sys.exit(1)

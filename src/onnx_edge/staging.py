@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
@@ -17,13 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_edge.errors import OutputError
-
+from onnx_edge.errors import EdgeError, OutputError
 # PARTIAL_MARKER is present in a folder while it is being built; read_manifest refuses such a folder.
-from onnx_edge.manifest import FORMAT, PARTIAL_MARKER
-from onnx_edge.manifest import MANIFEST_NAME as MANIFEST
+from onnx_edge.manifest import FORMAT, MANIFEST_NAME, PARTIAL_MARKER
+from onnx_edge.textfile import read_json
 
-MAX_MANIFEST_BYTES = 64 << 20
 # Siblings a run leaves while it works: .NAME.partial-PID (the folder being built), .NAME.old-PID (a
 # --force output moved aside for the swap), .NAME.fp32-PID (the fp32 step of a GGUF-block export).
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old|fp32)-(?P<pid>\d+)$")
@@ -77,16 +74,16 @@ def _entries(folder: Path) -> list[str]:
 
 def _unlisted(folder: Path) -> list[str] | None:
     """Top-level entries of `folder` that its onnx-edge manifest does not list (None: no such manifest)."""
-    path = folder / MANIFEST
+    path = folder / MANIFEST_NAME
+    if not path.is_file() or path.is_symlink():
+        return None
     try:
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
-            return None
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, EdgeError)
+    except EdgeError:
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+    if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
         return None
-    listed = {MANIFEST} | {str(name).split("/")[0] for name in data["files"]}
+    listed = {MANIFEST_NAME} | {str(name).split("/")[0] for name in data["files"]}
     return [e for e in _entries(folder) if e not in listed]
 
 
