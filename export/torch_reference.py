@@ -1,5 +1,5 @@
 """`onnx-edge compare --reference pytorch:SOURCE`: the PyTorch model itself (transformers, float32) as the
-reference, behind the engine interface of onnx_edge.runtime.compare (forward -> logits for a window,
+reference, behind the engine interface of onnx_edge.evaluate.compare (forward -> logits for a window,
 empty_cache, greedy). Lives in export/ because it imports torch; the CLI imports it only for `pytorch:`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch  # noqa: F401  (here, so a missing torch fails the CLI's import wit
 
 from onnx_edge.export.sources import resolve_source
 from onnx_edge.export.torch_model import load_model
-from onnx_edge.runtime.compare import ENGINE_TORCH, Variant
+from onnx_edge.evaluate.variants import ENGINE_TORCH, Variant
 
 PREFIX = "pytorch:"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import onnx
 
 import onnx_edge
-from onnx_edge.manifest import Manifest, copy_listed_files, read_manifest, verify_files, write_manifest
+from onnx_edge.manifest import Manifest, copy_listed_files, read_manifest, write_manifest
+from onnx_edge.runtime.integrity import verify_files
 from onnx_edge.progress import Steps
 from onnx_edge.quantize.calibration import FeedReader, decoder_feeds, texts
 from onnx_edge.quantize.config import CPU_DEPENDENT_FORMATS, QuantConfig, QuantizeError
@@ -53,7 +54,7 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
             tokenizer = load_tokenizer(src, manifest.tokenizer.get("file", "tokenizer.json")).tokenizer
             reader = None
             if cfg.scheme == "static" or cfg.algorithm == "gptq" or max_kl:
-                from onnx_edge.runtime.quality import token_windows
+                from onnx_edge.evaluate.quality import token_windows
 
                 calib = token_windows(tokenizer, calib_text, min(context, manifest.architecture["context_length"]),
                                       calib_windows)
@@ -83,14 +84,14 @@ def quantize(input: str | os.PathLike, output: str | os.PathLike, precision: str
             qman.quantization["size_mb"]["after"] = round(sum(e.size for e in qman.files.values()) / 1e6, 2)
             if report:
                 with steps.step("quality report"):
-                    from onnx_edge.runtime.quality import compare_sessions, token_windows
+                    from onnx_edge.evaluate.quality import compare_sessions, token_windows
 
                     windows = token_windows(tokenizer, eval_text, min(context, manifest.architecture["context_length"]),
                                             eval_windows)
                     ref = DecoderSession(src, manifest, "cpu")
                     cand = DecoderSession(tmp, qman, "cpu")
                     quality = compare_sessions(ref, cand, windows, f"{label} (evaluation half)")
-                    from onnx_edge.runtime.cpu import measured_on
+                    from onnx_edge.evaluate.cpu import measured_on
 
                     qman.quantization["quality"] = dict(quality.to_dict(), measured_on=measured_on())
             write_manifest(tmp, qman)
@@ -151,7 +152,7 @@ def _check_ops(model: onnx.ModelProto, provider: str) -> None:
 
 def _sensitivity(model, manifest, folder, cfg, names, keep, reader):
     """Measure KL on the calibration windows for single-unit and whole-model plans."""
-    from onnx_edge.runtime.quality import window_logprobs
+    from onnx_edge.evaluate.quality import window_logprobs
     from onnx_edge.runtime.session import DecoderSession
 
     windows = [feed[manifest.io.input_ids][0] for feed in reader.feeds]

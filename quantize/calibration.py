@@ -10,7 +10,7 @@ import numpy as np
 from onnx_edge.errors import EdgeError
 from onnx_edge.manifest import Manifest
 from onnx_edge.models.spec import ModelShape
-from onnx_edge.runtime.quality import calibration_text, evaluation_text
+from onnx_edge.evaluate.quality import calibration_text, evaluation_text
 from onnx_edge.textfile import read_utf8
 
 

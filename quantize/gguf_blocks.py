@@ -25,8 +25,7 @@ layout; rows are output features, so llama.cpp's q/k row permutation is undone b
 (exactly as transformers' GGUF loader does on the dequantized matrix), and q|k|v, gate|up are packed
 by concatenating rows. Torch-free: numpy, onnx and gguf only.
 
-Reading the blocks lives in gguf_block_weights.py, the graph rewrite in gguf_block_graph.py; their names stay
-importable from here.
+Reading the blocks lives in gguf_block_weights.py, the graph rewrite in gguf_block_graph.py.
 """
 
 from __future__ import annotations
@@ -42,10 +41,6 @@ from onnx_edge.quantize.config import QuantizeError
 from onnx_edge.quantize.gguf_block_graph import EXACT_ACCURACY_LEVELS, apply_block_weights
 from onnx_edge.quantize.gguf_block_weights import read_block_weights
 
-# Defined here before gguf_blocks was split into the modules above and still importable from here.
-from onnx_edge.quantize.gguf_block_weights import ARCHITECTURES, BLOCK_BYTES, EMBED, IMPORTABLE  # noqa: F401
-from onnx_edge.quantize.gguf_block_weights import LM_HEAD, PERMUTED_ARCHITECTURES, QK  # noqa: F401
-from onnx_edge.quantize.gguf_block_weights import BlockWeight, BlockWeights  # noqa: F401
 
 
 # ---------------------------------------------------------------- a whole folder
@@ -54,7 +49,8 @@ def import_gguf_folder(src: str | os.PathLike, gguf_path: str | os.PathLike, out
                        accuracy_level: int = 0, *, verify: bool = True, force: bool = False):
     """The fp32 folder exported from `gguf_path` -> a folder whose weights are the GGUF's own blocks,
     written atomically. Returns its Manifest: precision 'gguf-<main type>', the plan under quantization."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
     from onnx_edge.staging import claim_output
 
     src, gguf_path = Path(src).expanduser(), Path(gguf_path)

@@ -1,7 +1,7 @@
 """Checks that make a downloaded model folder safe to hand to onnxruntime.
 
 A model folder is untrusted input: every byte of every file in it may come from an attacker. Before
-onnxruntime (or onnx, or tokenizers) opens anything, `onnx_edge.manifest.verify_files` uses this module to:
+onnxruntime (or onnx, or tokenizers) opens anything, `verify_files` (below) checks it against its manifest and uses the checks here to:
 
 - refuse folder entries that lead elsewhere: symlinks (the entry or any folder above it inside the
   model folder), hardlinks (st_nlink > 1: a hardlink to ~/.ssh/id_rsa looks like a regular file),
@@ -19,7 +19,7 @@ onnxruntime (or onnx, or tokenizers) opens anything, `onnx_edge.manifest.verify_
 - refuse a model.onnx of 2 GiB or more: protobuf cannot parse it, weights that large belong in external data.
 
 The protobuf walk lives in onnx_proto.py, the manifest-against-graph check in graph_contract.py and the sha256
-cache in hash_cache.py; their names stay importable from here.
+cache in hash_cache.py.
 """
 
 from __future__ import annotations
@@ -34,13 +34,9 @@ from pathlib import Path
 
 from onnx_edge.errors import IntegrityError
 from onnx_edge.runtime.onnx_proto import GraphInterface, TensorRef, interface, tensors
+from onnx_edge.runtime.hash_cache import HashCache
 from onnx_edge.runtime.onnx_proto import Malformed as _Malformed
 
-# Defined here before integrity was split into the modules above and still importable from here.
-from onnx_edge.runtime.graph_contract import FLOAT_TYPES, INT64, KV_LAYOUT, KV_MODES, check_contract  # noqa: F401
-from onnx_edge.runtime.hash_cache import CACHE_FILE, CACHE_MAX_ENTRIES, CACHE_VERSION  # noqa: F401
-from onnx_edge.runtime.hash_cache import RACY_SECONDS, HashCache, default_cache_dir  # noqa: F401
-from onnx_edge.runtime.onnx_proto import MAX_DEPTH  # noqa: F401
 
 MANIFEST_NAME = "manifest.json"
 PROTOBUF_LIMIT = 2**31  # protobuf refuses messages of 2 GiB and more
@@ -266,3 +262,69 @@ def check_model_file(folder: Path, model_file: str, st: os.stat_result,
             raise IntegrityError(f"{label}: external data [{offset}, {offset + (need or 0)}) lies beyond "
                                  f"the end of {location} ({size} bytes)")
     return ModelInfo(external, iface)
+
+
+def verify_files(folder: str | os.PathLike, manifest, check_hashes: bool = True,
+                 use_cache: bool = False):
+    """Raise IntegrityError unless the folder is safe to open and matches its manifest.
+
+    Always (cheap, before anything is parsed or hashed): no entry of the folder is a symlink, hardlink or
+    special file; every listed file is a plain relative path to a regular file of the recorded size; the
+    files the runtime reads (model, tokenizer, tokenizer_config.json, chat_template.jinja) are listed;
+    every external-data reference in the model graph stays inside a listed file (see
+    the module docstring). With `check_hashes`, every listed file's sha256. `use_cache` takes
+    digests from the user's hash cache when (size, mtime, ctime, inode) are unchanged; without it every
+    file is rehashed (what `onnx-edge verify` does) and the cache is refreshed. Returns what was learned
+    about the graph (ModelInfo) without loading it."""
+    folder = Path(folder).resolve()
+    check_manifest_entry(folder)
+    stats: dict[str, os.stat_result] = {}
+    for rel, entry in manifest.files.items():
+        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.replace("\\", "/").split("/"):
+            raise IntegrityError(f"manifest lists a file outside the model folder: {rel}")
+        st = member_stat(folder, rel, "manifest file",
+                                   missing=f"{rel}: listed in the manifest but missing from {folder}")
+        if st.st_size != entry.size:
+            raise IntegrityError(f"{rel}: size {st.st_size} differs from the manifest's {entry.size} "
+                                 f"(truncated or replaced)")
+        stats[rel] = st
+    scan_folder(folder)
+    _check_read_files(folder, manifest, stats)
+    info = check_model_file(folder, manifest.model_file, stats[manifest.model_file], stats)
+    if not check_hashes:
+        return info
+    cache = HashCache.default()
+    try:
+        for rel, entry in manifest.files.items():
+            path, st = folder / rel, stats[rel]
+            digest = cache.lookup(path, st) if use_cache else None
+            if digest is None:
+                digest = sha256_fd(open_checked(path, st))
+                if _same_file(st, os.stat(path, follow_symlinks=False)):  # not changed while we read it
+                    cache.store(path, st, digest)
+            if digest != entry.sha256:
+                raise IntegrityError(f"{rel}: sha256 differs from the manifest (file was modified)")
+    finally:
+        cache.save()
+    return info
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino, a.st_dev) == \
+        (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino, b.st_dev)
+
+
+def _check_read_files(folder: Path, manifest: Manifest, stats: dict) -> None:
+    """Each file the runtime opens must be listed (so it was checked above and gets hashed)."""
+    tokenizer_file = manifest.tokenizer.get("file", "tokenizer.json") if isinstance(manifest.tokenizer, dict) else None
+    required = {"model_file": manifest.model_file, "tokenizer.file": tokenizer_file}
+    for key, rel in required.items():
+        if not isinstance(rel, str) or not rel:
+            raise IntegrityError(f"manifest {key} {rel!r} is not a file name")
+        if rel not in stats:
+            check_relative(rel, f"manifest {key}")
+            raise IntegrityError(f"{rel}: the manifest's {key} is not listed in its files")
+    for optional in ("tokenizer_config.json", "chat_template.jinja"):
+        if optional not in stats and os.path.lexists(folder / optional):
+            raise IntegrityError(f"{optional}: in the folder but not listed in the manifest (added after export?); "
+                                 f"the runtime would read it unchecked")

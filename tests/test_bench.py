@@ -1,4 +1,4 @@
-"""`onnx-edge bench` and onnx_edge.runtime.bench on the tiny exported llama: schema, token counts, stats
+"""`onnx-edge bench` and onnx_edge.evaluate.bench on the tiny exported llama: schema, token counts, stats
 order, size from the manifest, side-by-side CLI output, errors. Speed itself is never asserted."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from onnx_edge.cli import cli
 from onnx_edge.errors import EdgeError
 from onnx_edge.manifest import read_manifest
 from onnx_edge.runtime import load
-from onnx_edge.runtime.bench import (BenchError, BenchResult, bench, bench_in_process, measure, prompt_ids,
+from onnx_edge.evaluate.bench import (BenchError, BenchResult, bench, bench_in_process, measure, prompt_ids,
                                      weight_bytes)
 
 SIZES = dict(prompt_tokens=12, gen_tokens=5, runs=2, warmup=1)
@@ -156,7 +156,7 @@ def test_bench_is_torch_free(folder):
 
     code = f"""
 import json, sys
-from onnx_edge.runtime.bench import bench_in_process
+from onnx_edge.evaluate.bench import bench_in_process
 r = bench_in_process({str(folder)!r}, provider="cpu", prompt_tokens=6, gen_tokens=3, runs=1, warmup=0, threads=1)
 leaked = sorted(n for n in sys.modules if n.split(".")[0] in ("torch", "transformers", "optimum"))
 print(json.dumps({{"decode_tps": r.decode_tps, "leaked": leaked}}))

@@ -1,4 +1,4 @@
-"""`onnx-edge compare` and onnx_edge.runtime.compare on the tiny exported llama: identical models score KL 0,
+"""`onnx-edge compare` and onnx_edge.evaluate.compare on the tiny exported llama: identical models score KL 0,
 perturbations score KL > 0 in the right order, the metric equals a hand computation, JSON/HTML output,
 the CLI, refusals (other tokenizer, other vocabulary, .gguf without llama-cpp-python), the
 onnxruntime-genai folder adapter, the llama.cpp adapter (on a stand-in llama_cpp module) and the PyTorch
@@ -20,11 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from onnx_edge.cli import cli
+from onnx_edge.evaluate.compare import CompareOptions, compare
+from onnx_edge.evaluate.quality import SCORING_RULE
+from onnx_edge.evaluate.report_html import render_html
+from onnx_edge.evaluate.variants import ENGINE_GENAI, ENGINE_LLAMA, ENGINE_ORT, CompareError, Variant, describe
 from onnx_edge.manifest import read_manifest, write_manifest
-from onnx_edge.runtime.compare import (ENGINE_GENAI, ENGINE_LLAMA, ENGINE_ORT, CompareError, CompareOptions, Variant,
-                                       compare, describe)
-from onnx_edge.runtime.quality import SCORING_RULE
-from onnx_edge.runtime.report_html import render_html
 
 FAST = dict(context=32, max_windows=3, gen_tokens=6, speed=False, prompts=["Hello there", "The quick brown fox"])
 CLI_FAST = ["--context", "32", "--max-windows", "2", "--gen-tokens", "4"]
@@ -467,7 +467,7 @@ def test_html_without_speed_and_log_scale(fp32, int4):
 
 
 def test_report_round_trips_through_json(fp32, int4):
-    from onnx_edge.runtime.compare import CompareReport, format_table
+    from onnx_edge.evaluate.report import CompareReport, format_table
 
     report = compare([describe(str(fp32)), describe(str(int4))], options=opts(max_windows=1, prompts=["Hi"]))
     data = json.loads(json.dumps(report.to_dict()))

@@ -111,7 +111,8 @@ def test_load_error_types(name, tamper, expected, model_copy):
 
 @pytest.mark.parametrize("name, tamper, expected", MANIFEST_CASES, ids=[c[0] for c in MANIFEST_CASES])
 def test_verify_error_types(name, tamper, expected, model_copy):
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
 
     tamper(model_copy)
 

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from onnx_edge.manifest import MANIFEST_NAME, read_manifest, verify_files
+from onnx_edge.manifest import MANIFEST_NAME, read_manifest
+from onnx_edge.runtime.integrity import verify_files
 from onnx_edge.models import get_spec, supported_model_types
 from tests.fixtures import TINY_CONFIGS
 

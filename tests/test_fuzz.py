@@ -2,7 +2,7 @@
 
 - manifests: Manifest.from_dict / read_manifest on random JSON and random bytes, and mutated real
   manifests through load(): a one-line ManifestError (IntegrityError included) or success, nothing else;
-- model.onnx: the protobuf walk in onnx_edge.runtime.integrity on random and mutated bytes (only its own
+- model.onnx: the protobuf walk in onnx_edge.runtime.onnx_proto on random and mutated bytes (only its own
   error), and differentially against onnx's parser: every external tensor onnx sees, we see;
 - sampling parameters: GenerationError or success, and a sampler that then always returns valid ids;
 - the streaming detokenizer (tests/test_streaming.py covers random text and random ids on a plain byte
@@ -154,11 +154,11 @@ def model_bytes(exported_models) -> bytes:
 
 
 def _ours(buf: bytes):
-    from onnx_edge.runtime import integrity
+    from onnx_edge.runtime import onnx_proto
 
     try:
-        return integrity.tensors(buf)
-    except integrity._Malformed:
+        return onnx_proto.tensors(buf)
+    except onnx_proto.Malformed:
         return None
 
 

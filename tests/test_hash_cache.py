@@ -52,7 +52,8 @@ def test_second_load_hashes_nothing(folder, tmp_path, count_hashes):
 
 
 def test_verify_always_rehashes(folder, tmp_path, count_hashes):
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
     from onnx_edge.runtime import load
 
     load(folder, provider="cpu")
@@ -90,7 +91,8 @@ def test_tamper_with_same_size_and_mtime(folder, count_hashes):
 def test_forged_stat_is_the_documented_gap(folder, tmp_path, count_hashes):
     """An attacker who can also forge ctime (a changed system clock, raw disk writes) or write the user's
     cache file gets past load()'s cache: simulated by editing the cache entry. verify still catches it."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
     from onnx_edge.runtime import load
 
     load(folder, provider="cpu")
@@ -147,18 +149,18 @@ def test_cache_written_atomically_and_privately(folder, tmp_path, count_hashes):
 def test_recently_modified_files_are_not_cached(folder, tmp_path):
     """A file changed again within the timestamp granularity would keep its (size, mtime, ctime): files
     touched in the last RACY_SECONDS are hashed but not remembered."""
-    from onnx_edge.runtime import integrity, load
+    from onnx_edge.runtime import hash_cache, load
 
     (folder / DATA).write_bytes((folder / DATA).read_bytes())  # fresh ctime
     load(folder, provider="cpu")
     cached = json.loads(_cache_file(tmp_path).read_text(encoding="utf-8"))["files"] \
         if _cache_file(tmp_path).exists() else {}
     assert os.path.realpath(folder / DATA) not in cached
-    assert integrity.RACY_SECONDS > 0
+    assert hash_cache.RACY_SECONDS > 0
 
 
 def test_cache_location(monkeypatch, tmp_path):
-    from onnx_edge.runtime.integrity import default_cache_dir
+    from onnx_edge.runtime.hash_cache import default_cache_dir
 
     monkeypatch.setenv("ONNX_EDGE_CACHE_DIR", str(tmp_path / "x"))
     assert default_cache_dir() == tmp_path / "x"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from onnx_edge.quantize import quantize
-from onnx_edge.runtime.cpu import cpu_isa
+from onnx_edge.evaluate.cpu import cpu_isa
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "int8_isa.py"
@@ -101,8 +101,9 @@ def test_quality_report_records_the_cpu_it_ran_on(exported_models, tmp_path):
 
 
 def test_compare_says_when_a_report_came_from_other_int8_kernels(exported_models, tmp_path):
-    from onnx_edge.runtime.compare import CompareOptions, compare, describe
-    from onnx_edge.runtime.compare_report import footer
+    from onnx_edge.evaluate.compare import CompareOptions, compare
+    from onnx_edge.evaluate.variants import describe
+    from onnx_edge.evaluate.report import footer
 
     fp32 = exported_models("llama")
     sat = tmp_path / "u8s8"

@@ -225,7 +225,7 @@ def test_cli_quantize_prints_report(exported_models, tmp_path):
 
 
 def test_quality_metrics_by_hand():
-    from onnx_edge.runtime.quality import log_softmax, score_window
+    from onnx_edge.evaluate.quality import log_softmax, score_window
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(8, 5))

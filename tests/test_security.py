@@ -252,7 +252,8 @@ def test_external_data_refused(case, folder, secret, no_onnxruntime):
 def test_external_data_checked_everywhere_in_the_graph(where, folder, secret, no_onnxruntime):
     """A tensor can hide in a Constant node, an If branch, a function body, a sparse initializer or
     training info: each is found, and the same tensor with a good location passes."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
 
     good = folder.parent / "good"
     shutil.copytree(folder, good)
@@ -268,7 +269,8 @@ def test_external_data_checked_everywhere_in_the_graph(where, folder, secret, no
 
 def test_external_data_in_a_real_subfolder_is_fine(folder):
     """Plain nested paths are allowed: weights may live in a subfolder."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
 
     (folder / "weights").mkdir()
     os.replace(folder / DATA, folder / "weights" / DATA)

@@ -66,16 +66,72 @@ sys.exit(cli.main(["generate", {str(folder)!r}, "Hello", "--no-chat", "--max-new
     assert json.loads(res.stdout.strip().splitlines()[-1])["generated_tokens"] <= 4
 
 
-@pytest.mark.parametrize("folder", ["runtime", "models"])
-def test_no_forbidden_imports_in_source(folder):
-    """Static check too, so an import inside a rarely-run branch is caught."""
+# Each folder's allowed imports (its own package is always allowed). Third-party names are listed only where
+# they are forbidden; an onnx_edge package not listed is forbidden.
+RULES = {
+    "runtime": ({"onnx_edge", "onnx_edge.models"},
+                ("torch", "transformers", "optimum", "onnx", "onnxscript", "gguf", "llama_cpp", "safetensors")),
+    "models": ({"onnx_edge"}, ("torch", "transformers", "onnx", "onnxruntime", "numpy")),
+    "evaluate": ({"onnx_edge", "onnx_edge.models", "onnx_edge.runtime"},
+                 ("torch", "transformers", "optimum", "onnxscript")),
+    "quantize": ({"onnx_edge", "onnx_edge.models", "onnx_edge.runtime", "onnx_edge.evaluate"},
+                 ("transformers", "optimum", "llama_cpp")),
+    "export": ({"onnx_edge", "onnx_edge.models", "onnx_edge.runtime", "onnx_edge.evaluate", "onnx_edge.quantize"},
+               ("llama_cpp",)),
+}
+PACKAGES = ("onnx_edge.runtime", "onnx_edge.models", "onnx_edge.evaluate", "onnx_edge.quantize", "onnx_edge.export")
+# The root package's modules, cli and __init__ excepted: they tie the folders together (lazily).
+ROOT_ALLOWED = ({"onnx_edge", "onnx_edge.models"}, ("torch", "transformers", "onnx", "onnxruntime", "llama_cpp"))
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module an import statement in the file names, wherever the statement sits (lazy ones too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def rule_breaks(files: list[Path], own: str, allowed: set[str], forbidden: tuple[str, ...],
+                base: Path = ROOT) -> list[str]:
+    def within(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
     bad = []
-    for path in (ROOT / folder).glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            bad += [f"{path.name}: {n}" for n in names if any(n == b or n.startswith(b + ".") for b in BLOCKED)]
-    assert bad == []
+    for path in files:
+        for line, name in imported_modules(path):
+            if any(within(name, f) for f in forbidden):
+                bad.append(f"{path.relative_to(base)}:{line} imports {name}")
+            elif within(name, "onnx_edge"):
+                package = next((p for p in PACKAGES if within(name, p)), "onnx_edge")
+                if package != own and package not in allowed:
+                    bad.append(f"{path.relative_to(base)}:{line} imports {name}")
+    return bad
+
+
+@pytest.mark.parametrize("folder", sorted(RULES))
+def test_dependency_rules(folder):
+    """runtime imports none of evaluate, quantize, export, torch or llama_cpp; evaluate only runtime and the root
+    package; quantize may use evaluate; export may use all. Checked over every import, lazy ones included."""
+    allowed, forbidden = RULES[folder]
+    files = sorted((ROOT / folder).glob("*.py"))
+    assert files
+    assert rule_breaks(files, f"onnx_edge.{folder}", allowed, forbidden) == []
+
+
+def test_root_package_imports_no_folder():
+    files = [p for p in sorted((ROOT / "src" / "onnx_edge").glob("*.py")) if p.name not in ("cli.py", "__init__.py")]
+    assert rule_breaks(files, "onnx_edge", *ROOT_ALLOWED) == []
+
+
+def test_dependency_rules_catch_a_break(tmp_path):
+    """The rule check itself: a lazy import of evaluate inside a runtime function is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from onnx_edge.evaluate.bench import bench\n    import llama_cpp\n")
+    (tmp_path / "ok.py").write_text("from onnx_edge.runtime.model import load\n")
+    allowed, forbidden = RULES["runtime"]
+    breaks = rule_breaks([bad, tmp_path / "ok.py"], "onnx_edge.runtime", allowed, forbidden, base=tmp_path)
+    assert [b.split(" imports ")[1] for b in breaks] == ["onnx_edge.evaluate.bench", "llama_cpp"]

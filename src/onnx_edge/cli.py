@@ -252,7 +252,8 @@ def info_cmd(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def verify_cmd(path: Path) -> None:
     """Check every file in PATH against the sizes and sha256 in its manifest, and the manifest against its graph."""
-    from onnx_edge.manifest import read_manifest, verify_files
+    from onnx_edge.manifest import read_manifest
+    from onnx_edge.runtime.integrity import verify_files
     from onnx_edge.runtime.graph_contract import check_contract
 
     m = read_manifest(path)
@@ -278,7 +279,7 @@ def bench_cmd(paths: tuple[Path, ...], provider: str, prompt_tokens: int, gen_to
     ids; several folders print side by side. Speeds are the median (min-max) of --runs runs.
     """
     from onnx_edge.manifest import read_manifest
-    from onnx_edge.runtime.bench import bench, check_sizes, format_table
+    from onnx_edge.evaluate.bench import bench, check_sizes, format_table
     from onnx_edge.runtime.session import check_threads
 
     check_threads(threads)
@@ -326,7 +327,9 @@ def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Pat
     size, perplexity, KL divergence and top-1 agreement against a reference, greedy-generation agreement,
     and speed (the `bench` measurement). Each window is run from an empty cache and its second half scored.
     """
-    from onnx_edge.runtime.compare import CompareOptions, compare, describe, footer, format_table, read_prompts
+    from onnx_edge.evaluate.compare import CompareOptions, compare, read_prompts
+    from onnx_edge.evaluate.report import footer, format_table
+    from onnx_edge.evaluate.variants import describe
     from onnx_edge.staging import resolve_output
 
     inputs = [p for p in (*variants, reference, text_file, prompts_file) if p is not None]
@@ -361,7 +364,7 @@ def compare_cmd(variants: tuple[str, ...], reference: str | None, text_file: Pat
         console.print(format_table(report))
         console.print(footer(report), soft_wrap=True)
     if html_target is not None:
-        from onnx_edge.runtime.report_html import write_html
+        from onnx_edge.evaluate.report_html import write_html
 
         write_html(report, html_target, inputs)
         if not as_json:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_edge.runtime.compare_variants import (ENGINE_GENAI, GENAI_CONFIG, CompareError, OrtEngine, Variant,
+from onnx_edge.evaluate.variants import (ENGINE_GENAI, GENAI_CONFIG, CompareError, OrtEngine, Variant,
                                                 file_sha256, folder_size, tokenizer_encoder)
 
 

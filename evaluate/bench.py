@@ -5,7 +5,7 @@ Layers, so a later `compare` can reuse them:
 - `prompt_ids(tokenizer, n, vocab_size)`: the same deterministic N token ids for every run and every tool;
 - `measure(model, ids, gen_tokens, runs, warmup)`: one loaded model -> per-run timings (in this process);
 - `bench(path, ...)`: one folder -> BenchResult, measured in a fresh subprocess (`python -m
-  onnx_edge.runtime.bench --worker PATH ...`) so the peak RSS belongs to that model alone.
+  onnx_edge.evaluate.bench --worker PATH ...`) so the peak RSS belongs to that model alone.
 
 Decoding is greedy with eos ignored, so exactly `gen_tokens` tokens are produced in every run. The first
 token out of `decode_steps` ends the prefill (TTFT); the rest are the decode. Speed is measured, never
@@ -252,7 +252,7 @@ def bench(path, provider: str = "cpu", prompt_tokens: int = 256, gen_tokens: int
     check_sizes(prompt_tokens, gen_tokens, runs, warmup, None)
     manifest = read_manifest(Path(path).expanduser())  # bad folders and over-long prompts fail here, at once
     check_sizes(prompt_tokens, gen_tokens, runs, warmup, manifest.architecture.get("context_length"))
-    cmd = [sys.executable, "-m", "onnx_edge.runtime.bench", "--worker", str(path), "--provider", provider,
+    cmd = [sys.executable, "-m", "onnx_edge.evaluate.bench", "--worker", str(path), "--provider", provider,
            "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--runs", str(runs),
            "--warmup", str(warmup)]
     if threads:
@@ -287,7 +287,7 @@ def add_worker_options(p: argparse.ArgumentParser) -> None:
 
 
 def _worker(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onnx_edge.runtime.bench",
+    p = argparse.ArgumentParser(prog="python -m onnx_edge.evaluate.bench",
                                 description="Benchmark one exported folder; prints one JSON object.")
     p.add_argument("--worker", required=True, metavar="PATH")
     add_worker_options(p)

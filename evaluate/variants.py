@@ -122,7 +122,7 @@ def describe(spec: str, provider: str = "cpu", threads: int | None = None) -> Va
         if (path / "manifest.json").exists():
             return _onnx_edge_variant(spec, path, provider, threads)
         if (path / GENAI_CONFIG).exists():
-            from onnx_edge.runtime.genai_folder import genai_variant
+            from onnx_edge.evaluate.genai_engine import genai_variant
 
             return genai_variant(spec, path, provider, threads)
         raise CompareError(f"{spec}: not a model folder (no manifest.json from onnx-edge export, "
@@ -130,7 +130,7 @@ def describe(spec: str, provider: str = "cpu", threads: int | None = None) -> Va
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if path.suffix.lower() == ".gguf" or magic == b"GGUF":
-        from onnx_edge.runtime.llama_cpp_engine import gguf_variant
+        from onnx_edge.evaluate.llama_cpp_engine import gguf_variant
 
         return gguf_variant(spec, path, threads)
     raise CompareError(f"{spec}: not a model folder or a .gguf file")

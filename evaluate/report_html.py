@@ -342,7 +342,7 @@ def render_html(report) -> str:
     if speed:
         foot.append("<p><b>Speed.</b> The <code>onnx-edge bench</code> measurement: prefill = prompt tokens / time "
                     "to first token; decode = later tokens / their time; peak RSS of the measuring process.</p>")
-    from onnx_edge.runtime.compare_report import machine_notes
+    from onnx_edge.evaluate.report import machine_notes
 
     machine = r.get("machine") or {}
     if machine:

@@ -1,8 +1,8 @@
 """`onnx-edge compare`: several variants of one model side by side — size, quality against a reference
 (perplexity, KL divergence, top-1 agreement), greedy-generation agreement and speed. Torch-free.
 
-Quality comes from `runtime/quality.py` (token_windows, window_logits/log_softmax, score_window,
-aggregate) and speed from `runtime/bench.py` (bench() in a fresh process, or prompt_ids + measure +
+Quality comes from `evaluate/quality.py` (token_windows, window_logits/log_softmax, score_window,
+aggregate) and speed from `evaluate/bench.py` (bench() in a fresh process, or prompt_ids + measure +
 result_from_runs in compare_speed.py's worker for foreign folders): this module only orchestrates them.
 Variants come from compare_variants.py, genai_folder.py and llama_cpp_engine.py; the report and its table
 from compare_report.py.
@@ -34,18 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_edge.runtime.compare_report import CompareReport, VariantResult
-from onnx_edge.runtime.compare_speed import bench_worker, measure_speed
-from onnx_edge.runtime.compare_variants import ENGINE_TORCH, CompareError, Variant, display_names
-from onnx_edge.runtime.cpu import cpu_isa
+from onnx_edge.evaluate.report import CompareReport, VariantResult
+from onnx_edge.evaluate.speed import bench_worker, measure_speed
+from onnx_edge.evaluate.variants import ENGINE_TORCH, CompareError, Variant, display_names
+from onnx_edge.evaluate.cpu import cpu_isa
 
-# Defined here before compare was split into the modules above and still importable from here.
-from onnx_edge.runtime.compare_report import fmt_kl, footer, format_table  # noqa: F401
-from onnx_edge.runtime.compare_variants import ENGINE_GENAI, ENGINE_LLAMA, ENGINE_ORT  # noqa: F401
-from onnx_edge.runtime.compare_variants import GENAI_CONFIG, GGUF_EXTRA, MB, OrtEngine  # noqa: F401
-from onnx_edge.runtime.compare_variants import describe, precision_label  # noqa: F401
-from onnx_edge.runtime.genai_folder import genai_manifest, open_genai, read_genai_config  # noqa: F401
-from onnx_edge.runtime.llama_cpp_engine import GGUF_FILE_TYPES, LlamaEngine, import_llama_cpp  # noqa: F401
 
 # Encoded by every variant's tokenizer: equal ids = the same tokenizer, for all practical purposes.
 PROBE_TEXT = ("Hello, world! The quick brown fox jumps over 13 lazy dogs.\n\tdef f(x): return x ** 2  # ok\n"
@@ -188,7 +181,7 @@ class _LogitStore:
     """The reference's scored rows (float32 logits) for every window; in memory, or a temporary file when big."""
 
     def __init__(self, windows: int, context: int, vocab: int):
-        from onnx_edge.runtime.quality import scored_rows
+        from onnx_edge.evaluate.quality import scored_rows
 
         self.rows = scored_rows(context)
         self.context, self.vocab = context, vocab
@@ -207,7 +200,7 @@ class _LogitStore:
 
     def logprobs(self, i: int) -> np.ndarray:
         """(context, vocab) log-probabilities, exact in the scored rows (the others are never read)."""
-        from onnx_edge.runtime.quality import log_softmax
+        from onnx_edge.evaluate.quality import log_softmax
 
         full = np.zeros((self.context, self.vocab), dtype=np.float32)
         full[self.rows] = self.data[i]
@@ -222,7 +215,7 @@ class _LogitStore:
 def compare(variants: list[Variant], reference: Variant | None = None, options: CompareOptions | None = None,
             progress: bool = False) -> CompareReport:
     """Score every variant against the reference (see the module docstring)."""
-    from onnx_edge.runtime.quality import aggregate, evaluation_text, log_softmax, score_window, token_windows
+    from onnx_edge.evaluate.quality import aggregate, evaluation_text, log_softmax, score_window, token_windows
 
     opts = options or CompareOptions()
     start = time.perf_counter()
@@ -259,7 +252,7 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
                                f"fewer --gen-tokens")
     speed_rows = [v for v in rows if v.engine != ENGINE_TORCH] if opts.speed else []
     if opts.speed:
-        from onnx_edge.runtime.bench import check_sizes
+        from onnx_edge.evaluate.bench import check_sizes
 
         for v in speed_rows:
             check_sizes(opts.prompt_tokens, opts.bench_gen_tokens, opts.runs, opts.warmup, v.context_length)
@@ -328,7 +321,7 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
 
 def _evaluate(engine, label: str, windows, prompt_ids, bar, gen_tokens: int, score):
     """One engine over every window (`score(i, window, logits)` -> WindowScore) and every prompt (greedy)."""
-    from onnx_edge.runtime.quality import window_logits
+    from onnx_edge.evaluate.quality import window_logits
 
     scores = []
     for i, window in enumerate(windows):
@@ -360,7 +353,7 @@ def _versions() -> dict[str, str]:
     """Library versions (bench's list, plus the optional engines this process actually used)."""
     import importlib.metadata as md
 
-    from onnx_edge.runtime.bench import _versions as bench_versions
+    from onnx_edge.evaluate.bench import _versions as bench_versions
 
     found = bench_versions()
     for module, dist in (("llama_cpp", "llama-cpp-python"), ("torch", "torch"), ("transformers", "transformers")):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_edge.runtime.compare_variants import ENGINE_LLAMA, GGUF_EXTRA, MB, CompareError, Variant
+from onnx_edge.evaluate.variants import ENGINE_LLAMA, GGUF_EXTRA, MB, CompareError, Variant
 
 
 # GGUF general.file_type -> llama.cpp's name for the file's main quantization.

@@ -1,5 +1,5 @@
 """compare's speed column: bench() for onnx-edge folders; the same measurement for genai folders and .gguf
-files in a worker process (`python -m onnx_edge.runtime.compare --bench-worker KIND PATH`)."""
+files in a worker process (`python -m onnx_edge.evaluate.compare --bench-worker KIND PATH`)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnx_edge.errors import EdgeError
-from onnx_edge.runtime.compare_variants import MB, CompareError, Variant
-from onnx_edge.runtime.genai_folder import open_genai, read_genai_config
-from onnx_edge.runtime.llama_cpp_engine import LlamaEngine, gguf_variant
+from onnx_edge.evaluate.variants import MB, CompareError, Variant
+from onnx_edge.evaluate.genai_engine import open_genai, read_genai_config
+from onnx_edge.evaluate.llama_cpp_engine import LlamaEngine, gguf_variant
 
 if TYPE_CHECKING:
-    from onnx_edge.runtime.compare import CompareOptions
+    from onnx_edge.evaluate.compare import CompareOptions
 
 
 def measure_speed(v: Variant, opts: CompareOptions):
-    from onnx_edge.runtime.bench import bench, run_worker
+    from onnx_edge.evaluate.bench import bench, run_worker
 
     if v.kind == "onnx-edge":
         return bench(v.path, provider=opts.provider, prompt_tokens=opts.prompt_tokens, gen_tokens=opts.bench_gen_tokens,
                      runs=opts.runs, threads=opts.threads, warmup=opts.warmup)
-    cmd = [sys.executable, "-m", "onnx_edge.runtime.compare", "--bench-worker", v.kind, v.path,
+    cmd = [sys.executable, "-m", "onnx_edge.evaluate.compare", "--bench-worker", v.kind, v.path,
            "--provider", opts.provider, "--prompt-tokens", str(opts.prompt_tokens),
            "--gen-tokens", str(opts.bench_gen_tokens), "--runs", str(opts.runs), "--warmup", str(opts.warmup)]
     if opts.threads:
@@ -36,7 +36,7 @@ def measure_speed(v: Variant, opts: CompareOptions):
 
 
 def _bench_genai(path: str, a) -> dict:
-    from onnx_edge.runtime.bench import check_sizes, measure, prompt_ids, result_from_runs
+    from onnx_edge.evaluate.bench import check_sizes, measure, prompt_ids, result_from_runs
 
     cfg = read_genai_config(Path(path))
     check_sizes(a.prompt_tokens, a.gen_tokens, a.runs, a.warmup, cfg["context_length"])
@@ -50,7 +50,7 @@ def _bench_genai(path: str, a) -> dict:
 
 def _bench_gguf(path: str, a) -> dict:
     """bench's protocol on llama.cpp: the same prompt ids, greedy, eos ignored, prefill -> first token = TTFT."""
-    from onnx_edge.runtime.bench import (BenchResult, RunTiming, _versions as bench_versions, check_sizes, ids_sha256,
+    from onnx_edge.evaluate.bench import (BenchResult, RunTiming, _versions as bench_versions, check_sizes, ids_sha256,
                                          peak_rss_mb, prompt_text, summarize)
 
     variant = gguf_variant(path, Path(path), a.threads)
@@ -95,9 +95,9 @@ def _bench_gguf(path: str, a) -> dict:
 
 
 def bench_worker(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onnx_edge.runtime.compare",
+    p = argparse.ArgumentParser(prog="python -m onnx_edge.evaluate.compare",
                                 description="Benchmark one onnxruntime-genai folder or .gguf file; prints one JSON object.")
-    from onnx_edge.runtime.bench import add_worker_options
+    from onnx_edge.evaluate.bench import add_worker_options
 
     p.add_argument("--bench-worker", nargs=2, required=True, metavar=("KIND", "PATH"))
     add_worker_options(p)
