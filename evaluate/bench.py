@@ -1,14 +1,16 @@
 """Measure an exported folder: prefill and decode tokens/s, time to first token, peak RSS, size on disk
 and achieved weight bandwidth. Torch-free (numpy + onnxruntime + tokenizers), like the rest of runtime/.
 
-Layers, so a later `compare` can reuse them:
+Layers, so compare reuses them:
+- `BenchParams`: what to run (sizes, threads, provider), checked once when it is made;
 - `prompt_ids(tokenizer, n, vocab_size)`: the same deterministic N token ids for every run and every tool;
-- `measure(model, ids, gen_tokens, runs, warmup)`: one loaded model -> per-run timings (in this process);
-- `bench(path, ...)`: one folder -> BenchResult, measured in a fresh subprocess (`python -m
-  onnx_edge.evaluate.bench --worker PATH ...`) so the peak RSS belongs to that model alone.
+- `timed_run(tokens, ...)`: one greedy run of any engine's token iterator -> RunTiming; `measure(model, ids,
+  params)`: one loaded model -> per-run timings (in this process); `bench_model` folds them into a BenchResult;
+- `bench(paths, params)`: each folder -> BenchResult, measured in a fresh subprocess (`python -m
+  onnx_edge.evaluate.bench PATH PARAMS`, `run_worker`) so the peak RSS belongs to that model alone.
 
 Decoding is greedy with eos ignored, so exactly `gen_tokens` tokens are produced in every run. The first
-token out of `decode_steps` ends the prefill (TTFT); the rest are the decode. Speed is measured, never
+token out ends the prefill (TTFT); the rest are the decode. Speed is measured, never
 asserted: the numbers depend on the machine and on whatever else runs on it.
 """
 
@@ -21,19 +23,54 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from onnx_edge.errors import EdgeError, GenerationError
 
 MB = 1e6  # sizes and RSS in MB (10^6 bytes), like `onnx-edge export` and `info`
-STAT_KEYS = ("prefill_tps", "decode_tps", "ttft_s", "gbps")
 # The prompt text: a fixed page of Python's own documentation, so no file or network is needed.
 PROMPT_TOPICS = ("assignment", "compound", "execmodel", "exceptions", "function", "import", "lambda", "types")
+BENCH_WORKER = "onnx_edge.evaluate.bench"  # this module, run as `python -m` by bench()
+LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnx-edge-kit", "numpy")
+# Optional engines, recorded only where this process imported them: module -> distribution.
+ENGINES = (("llama_cpp", "llama-cpp-python"), ("torch", "torch"), ("transformers", "transformers"))
 
 
 class BenchError(GenerationError):
     """A benchmark that cannot run as asked (prompt longer than the context, too few tokens, worker failed)."""
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    """One measurement's settings, checked here once; only the context check waits for the model."""
+
+    prompt_tokens: int = 256
+    gen_tokens: int = 128
+    runs: int = 3
+    warmup: int = 1
+    threads: int | None = None  # None = onnxruntime's default (one per physical core)
+    provider: str = "auto"  # auto: the provider each folder targets
+
+    def __post_init__(self):
+        from onnx_edge.runtime.session import check_threads
+
+        for name, low in (("prompt_tokens", 1), ("gen_tokens", 2), ("runs", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BenchError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        check_threads(self.threads)
+
+    def check_context(self, context_length: int | None) -> None:
+        """BenchError unless exactly gen_tokens tokens fit after the prompt in this context."""
+        total = self.prompt_tokens + self.gen_tokens
+        if context_length is not None and total > context_length:
+            what = "prompt" if self.prompt_tokens >= context_length else "prompt + generated tokens"
+            raise BenchError(
+                f"{what} ({self.prompt_tokens} + {self.gen_tokens} = {total} tokens) exceeds the model's "
+                f"context of {context_length} tokens; use fewer --prompt-tokens or --gen-tokens"
+            )
 
 
 @dataclass
@@ -116,18 +153,21 @@ def ids_sha256(ids: list[int]) -> str:
     return hashlib.sha256(json.dumps([int(i) for i in ids]).encode()).hexdigest()[:16]
 
 
-def check_sizes(prompt_tokens: int, gen_tokens: int, runs: int, warmup: int, context_length: int | None) -> None:
-    """Raise BenchError for sizes that cannot give exactly gen_tokens tokens in this context."""
-    for name, value, low in (("prompt_tokens", prompt_tokens, 1), ("gen_tokens", gen_tokens, 2),
-                             ("runs", runs, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise BenchError(f"{name} must be an integer >= {low}, got {value!r}")
-    if context_length is not None and prompt_tokens + gen_tokens > context_length:
-        what = "prompt" if prompt_tokens >= context_length else "prompt + generated tokens"
-        raise BenchError(
-            f"{what} ({prompt_tokens} + {gen_tokens} = {prompt_tokens + gen_tokens} tokens) exceeds the model's "
-            f"context of {context_length} tokens; use fewer --prompt-tokens or --gen-tokens"
-        )
+def timed_run(tokens: Iterable[int], prompt_tokens: int, gen_tokens: int) -> RunTiming:
+    """Time one greedy run of a lazy token iterator: its first token ends the prefill, the rest are the decode."""
+    out: list[int] = []
+    start = time.perf_counter()
+    first = last = start
+    for token in tokens:
+        now = time.perf_counter()
+        if not out:
+            first = now
+        last = now
+        out.append(int(token))
+    if len(out) != gen_tokens:
+        raise BenchError(f"the decode loop produced {len(out)} tokens, expected {gen_tokens}")
+    return RunTiming(ttft_s=first - start, decode_s=last - first, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                     output_ids=out)
 
 
 def measure_once(model, ids: list[int], gen_tokens: int) -> RunTiming:
@@ -141,29 +181,23 @@ def measure_once(model, ids: list[int], gen_tokens: int) -> RunTiming:
     clear = getattr(session, "clear_prefix_cache", None)
     if clear is not None:
         clear()
-    out: list[int] = []
-    start = time.perf_counter()
-    first = last = start
-    for step in decode_steps(model, [list(ids)], SamplingParams(temperature=0.0), gen_tokens):
-        now = time.perf_counter()
-        if not out:
-            first = now
-        last = now
-        out.append(int(step[0]))
-    if len(out) != gen_tokens:
-        raise BenchError(f"the decode loop produced {len(out)} tokens, expected {gen_tokens}")
+    steps = decode_steps(model, [list(ids)], SamplingParams(temperature=0.0), gen_tokens)
+    timing = timed_run((step[0] for step in steps), len(ids), gen_tokens)
     if getattr(session, "last_reused", 0):
         raise BenchError(f"the prefill reused {session.last_reused} cached prompt tokens; the timing would be wrong")
-    return RunTiming(ttft_s=first - start, decode_s=last - first, prompt_tokens=len(ids), gen_tokens=gen_tokens,
-                     output_ids=out)
+    return timing
 
 
-def measure(model, ids: list[int], gen_tokens: int, runs: int = 3, warmup: int = 1) -> list[RunTiming]:
-    """Measure one loaded EdgeModel: `warmup` unrecorded runs, then `runs` recorded ones."""
-    check_sizes(len(ids), gen_tokens, runs, warmup, model.shape.context_length)
-    for _ in range(warmup):
-        measure_once(model, ids, gen_tokens)
-    return [measure_once(model, ids, gen_tokens) for _ in range(runs)]
+def repeat(run: Callable[[], RunTiming], params: BenchParams) -> list[RunTiming]:
+    """`params.warmup` unrecorded runs, then `params.runs` recorded ones."""
+    for _ in range(params.warmup):
+        run()
+    return [run() for _ in range(params.runs)]
+
+
+def measure(model, ids: list[int], params: BenchParams) -> list[RunTiming]:
+    """Measure one loaded EdgeModel in this process (the caller has checked ids + gen_tokens fit its context)."""
+    return repeat(lambda: measure_once(model, ids, params.gen_tokens), params)
 
 
 def summarize(values: list[float]) -> dict[str, float]:
@@ -191,77 +225,77 @@ def peak_rss_mb() -> float:
     return (rss if sys.platform == "darwin" else rss * 1024) / MB  # macOS reports bytes, Linux KiB
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a measurement depends on, plus the optional engines (llama.cpp,
+    torch, transformers) this process has imported."""
+    from onnx_edge.versions import installed_versions
 
-    found = {}
-    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnx-edge-kit", "numpy"):
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+    return installed_versions(*LIBRARIES, *(dist for module, dist in ENGINES if module in sys.modules))
 
 
-def result_from_runs(model, timings: list[RunTiming], *, threads: int | None, warmup: int, load_s: float,
-                     ids: list[int]) -> BenchResult:
+def bench_result(timings: list[RunTiming], params: BenchParams, *, path: str, precision: str, provider: str,
+                 load_s: float, ids: list[int], size_bytes: int, weight_bytes: int,
+                 context_length: int) -> BenchResult:
     """Fold the runs of one loaded model into a BenchResult (peak RSS is this process's, so far)."""
-    m = model.manifest
-    wbytes = weight_bytes(m)
     per_run = {
         "prefill_tps": [t.prefill_tps for t in timings],
         "decode_tps": [t.decode_tps for t in timings],
         "ttft_s": [t.ttft_s for t in timings],
-        "gbps": [wbytes * t.decode_tps / 1e9 for t in timings],
+        "gbps": [weight_bytes * t.decode_tps / 1e9 for t in timings],
     }
     stats = {k: summarize(v) for k, v in per_run.items()}
     return BenchResult(
-        path=str(model.folder), name=Path(model.folder).name or str(model.folder), precision=m.precision,
-        provider=model.provider, threads=threads, prompt_tokens=len(ids), gen_tokens=timings[0].gen_tokens,
-        runs=len(timings), warmup=warmup,
+        path=path, name=Path(path).name or path, precision=precision, provider=provider, threads=params.threads,
+        prompt_tokens=len(ids), gen_tokens=timings[0].gen_tokens, runs=len(timings), warmup=params.warmup,
         prefill_tps=stats["prefill_tps"]["median"], decode_tps=stats["decode_tps"]["median"],
         ttft_s=stats["ttft_s"]["median"], gbps=stats["gbps"]["median"],
-        peak_rss_mb=peak_rss_mb(), size_mb=sum(e.size for e in m.files.values()) / MB, weight_mb=wbytes / MB,
+        peak_rss_mb=peak_rss_mb(), size_mb=size_bytes / MB, weight_mb=weight_bytes / MB,
         load_s=load_s, stats=stats, prompt_sha256=ids_sha256(ids), output_sha256=ids_sha256(timings[-1].output_ids),
-        context_length=model.shape.context_length, library_versions=_versions(),
+        context_length=context_length, library_versions=library_versions(),
     )
 
 
-def bench_in_process(path, provider: str = "cpu", prompt_tokens: int = 256, gen_tokens: int = 128, runs: int = 3,
-                     threads: int | None = None, warmup: int = 1) -> BenchResult:
+def bench_model(open_model: Callable[[], object], params: BenchParams) -> BenchResult:
+    """Open an EdgeModel (timed as load_s) and measure it in this process."""
+    start = time.perf_counter()
+    model = open_model()
+    load_s = time.perf_counter() - start
+    params.check_context(model.shape.context_length)
+    ids = prompt_ids(model.tokenizer, params.prompt_tokens, model.shape.vocab_size)
+    m = model.manifest
+    return bench_result(measure(model, ids, params), params, path=str(model.folder), precision=m.precision,
+                        provider=model.provider, load_s=load_s, ids=ids,
+                        size_bytes=sum(e.size for e in m.files.values()), weight_bytes=weight_bytes(m),
+                        context_length=model.shape.context_length)
+
+
+def bench_in_process(path, params: BenchParams) -> BenchResult:
     """Load and measure in this process. Its peak RSS covers everything this process did before, too."""
-    from onnx_edge.manifest import read_manifest
     from onnx_edge.runtime.model import load
 
-    check_sizes(prompt_tokens, gen_tokens, runs, warmup, None)
-    manifest = read_manifest(Path(path).expanduser())  # fail on the context before the model loads
-    check_sizes(prompt_tokens, gen_tokens, runs, warmup, manifest.architecture.get("context_length"))
-    start = time.perf_counter()
-    model = load(path, provider=provider, threads=threads)
-    load_s = time.perf_counter() - start
-    ids = prompt_ids(model.tokenizer, prompt_tokens, model.shape.vocab_size)
-    timings = measure(model, ids, gen_tokens, runs, warmup)
-    return result_from_runs(model, timings, threads=threads, warmup=warmup, load_s=load_s, ids=ids)
+    return bench_model(lambda: load(path, provider=params.provider, threads=params.threads), params)
 
 
-def bench(path, provider: str = "cpu", prompt_tokens: int = 256, gen_tokens: int = 128, runs: int = 3,
-          threads: int | None = None, warmup: int = 1, *, timeout: float | None = None) -> BenchResult:
-    """Benchmark one exported folder in a fresh Python process, so its peak RSS is that model's alone."""
+def bench(paths: Sequence, params: BenchParams, *, timeout: float | None = None,
+          progress: bool = False) -> list[BenchResult]:
+    """Benchmark each exported folder in a fresh Python process, so its peak RSS is that model's alone. Every
+    folder's manifest is read and checked against `params` before the first one spends minutes measuring."""
     from onnx_edge.manifest import read_manifest
 
-    check_sizes(prompt_tokens, gen_tokens, runs, warmup, None)
-    manifest = read_manifest(Path(path).expanduser())  # bad folders and over-long prompts fail here, at once
-    check_sizes(prompt_tokens, gen_tokens, runs, warmup, manifest.architecture.get("context_length"))
-    cmd = [sys.executable, "-m", "onnx_edge.evaluate.bench", "--worker", str(path), "--provider", provider,
-           "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--runs", str(runs),
-           "--warmup", str(warmup)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    return run_worker(cmd, path, BenchError, timeout)
+    for path in paths:
+        params.check_context(read_manifest(Path(path).expanduser()).architecture.get("context_length"))
+    results = []
+    for n, path in enumerate(paths, 1):
+        if progress:
+            print(f"[{n}/{len(paths)}] {path} ...", file=sys.stderr, flush=True)
+        results.append(run_worker(BENCH_WORKER, path, params, BenchError, timeout))
+    return results
 
 
-def run_worker(cmd: list[str], path, error: type[Exception], timeout: float | None = None) -> "BenchResult":
-    """Run a benchmark worker subprocess; its last JSON line is a BenchResult or {"error": ...}."""
+def run_worker(module: str, path, params: BenchParams, error: type[Exception],
+               timeout: float | None = None) -> BenchResult:
+    """Run `python -m module PATH PARAMS` (see worker_main); its last JSON line is a BenchResult or {"error": ...}."""
+    cmd = [sys.executable, "-m", module, str(path), json.dumps(asdict(params))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -276,24 +310,16 @@ def run_worker(cmd: list[str], path, error: type[Exception], timeout: float | No
     return BenchResult.from_dict(data)
 
 
-def add_worker_options(p: argparse.ArgumentParser) -> None:
-    """The measurement options every benchmark worker (ours, compare's genai/gguf one) takes."""
-    p.add_argument("--provider", default="cpu")
-    p.add_argument("--prompt-tokens", type=int, default=256)
-    p.add_argument("--gen-tokens", type=int, default=128)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
-
-
-def _worker(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onnx_edge.evaluate.bench",
-                                description="Benchmark one exported folder; prints one JSON object.")
-    p.add_argument("--worker", required=True, metavar="PATH")
-    add_worker_options(p)
+def worker_main(module: str, measure_path: Callable[[str, BenchParams], BenchResult], description: str,
+                argv: list[str] | None = None) -> int:
+    """A benchmark worker's command line (ours, compare's): PATH and the BenchParams as JSON in, one JSON object
+    out (the BenchResult, or {"error": ...} for a user error)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    p.add_argument("path")
+    p.add_argument("params", help="BenchParams as a JSON object")
     a = p.parse_args(argv)
     try:
-        result = bench_in_process(a.worker, a.provider, a.prompt_tokens, a.gen_tokens, a.runs, a.threads, a.warmup)
+        result = measure_path(a.path, BenchParams(**json.loads(a.params)))
     except EdgeError as exc:
         print(json.dumps({"error": f"{exc}"}))
         return 2
@@ -344,4 +370,4 @@ def format_table(results: list[BenchResult]):
 
 
 if __name__ == "__main__":
-    sys.exit(_worker())
+    sys.exit(worker_main(BENCH_WORKER, bench_in_process, "Benchmark one exported folder; prints one JSON object."))

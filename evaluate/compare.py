@@ -1,43 +1,36 @@
 """`onnx-edge compare`: several variants of one model side by side — size, quality against a reference
 (perplexity, KL divergence, top-1 agreement), greedy-generation agreement and speed. Torch-free.
 
-Quality comes from `evaluate/quality.py` (token_windows, window_logits/log_softmax, score_window,
-aggregate) and speed from `evaluate/bench.py` (bench() in a fresh process, or prompt_ids + measure +
-result_from_runs in compare_speed.py's worker for foreign folders): this module only orchestrates them.
-Variants come from compare_variants.py, genai_folder.py and llama_cpp_engine.py; the report and its table
-from compare_report.py.
+Quality comes from `evaluate/quality.py` (token_windows, window_logits/log_softmax, score_window, aggregate)
+and speed from each variant's `speed()` (bench's measurement in a fresh process): this module only
+orchestrates them. Variants come from variants.describe (onnx-edge folders; genai_engine.py for
+onnxruntime-genai folders, llama_cpp_engine.py for .gguf files) or, for `pytorch:SOURCE`, from
+onnx_edge.export.torch_reference, built by the CLI and handed in, so nothing here imports torch. The report
+and its table are report.py's.
 
-A variant is:
-- an onnx-edge folder (manifest.json) -> engine "onnxruntime", loaded with `runtime.load`;
-- an onnxruntime-genai folder (genai_config.json + model.onnx) -> engine "onnxruntime-genai": its I/O names,
-  KV layout and special ids are read from genai_config.json into an in-memory Manifest and the graph runs
-  through the same DecoderSession (position_ids may be absent; the graph must need no other input);
-- a .gguf file -> engine "llama.cpp" through llama-cpp-python (optional extra `gguf-runtime`);
-- a reference only: `pytorch:SOURCE` (the transformers model, float32), built by the CLI from
-  onnx_edge.export.torch_reference and handed in as a ready Variant, so nothing here imports torch.
-
-Every engine is "session-like" for quality.window_logits: `forward(ids, mask, positions, past)` returns
-(logits, cache) and `empty_cache(batch)` the empty past; `greedy(ids, n)` returns n greedy tokens with eos
-ignored. The reference runs first (its scored logits kept as float32, spilled to a temporary file when
-large), then each variant is loaded alone, scored and released: only two models are ever in memory.
+Every variant opens an Engine (engine.py): `forward(ids, mask, positions, past)` returns (logits, cache) and
+`empty_cache(batch)` the empty past; `greedy(ids, n)` returns n greedy tokens with eos ignored. The reference
+runs first (its scored logits kept as float32, spilled to a temporary file when large), then each variant is
+loaded alone, scored and released: only two models are ever in memory.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from onnx_edge.evaluate.report import CompareReport, VariantResult
-from onnx_edge.evaluate.speed import bench_worker, measure_speed
-from onnx_edge.evaluate.variants import ENGINE_TORCH, CompareError, Variant, display_names
+from onnx_edge.evaluate.bench import BenchParams, library_versions
 from onnx_edge.evaluate.cpu import cpu_isa
+from onnx_edge.evaluate.engine import CompareError, Variant
+from onnx_edge.evaluate.report import CompareReport, VariantResult
+from onnx_edge.progress import Steps
 
 
 # Encoded by every variant's tokenizer: equal ids = the same tokenizer, for all practical purposes.
@@ -89,21 +82,18 @@ def agreement(reference: list[list[int]], candidate: list[list[int]], gen_tokens
                                tokens=[list(c) for c in candidate])
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompareOptions:
+    """What compare measures; checked once, by compare()."""
+
     text: str | None = None  # evaluation text (None: quality.evaluation_text())
     text_label: str = "pydoc_data.topics (evaluation half)"
     context: int = 256
-    max_windows: int = 8
-    prompts: list[str] | None = None
-    gen_tokens: int = 32
-    provider: str = "cpu"
+    eval_windows: int = 8  # at most; a short text gives fewer
+    prompts: Sequence[str] | None = None  # None: DEFAULT_PROMPTS
+    agreement_tokens: int = 32  # greedy tokens per prompt for generation agreement (eos ignored)
     speed: bool = True
-    prompt_tokens: int = 256
-    bench_gen_tokens: int = 128
-    runs: int = 3
-    warmup: int = 1
-    threads: int | None = None
+    bench: BenchParams = field(default_factory=BenchParams)  # the speed measurement (checked when it is made)
 
 
 def check_compatible(variants: list[Variant], reference: Variant) -> None:
@@ -128,6 +118,16 @@ def pick_reference(variants: list[Variant], reference: Variant | None) -> Varian
     return next((v for v in variants if v.precision == "fp32"), variants[0])
 
 
+def display_names(variants: list[Variant]) -> list[Variant]:
+    """The variants under names that tell them apart: folder names, made longer only where two read the same."""
+    names = [v.name for v in variants]
+    if len(set(names)) < len(names):
+        names = [f"{Path(v.path).parent.name}/{Path(v.path).name}" if v.path else v.name for v in variants]
+    if len(set(names)) < len(names):
+        names = [v.spec for v in variants]
+    return [v if v.name == name else replace(v, name=name) for v, name in zip(variants, names)]
+
+
 def _check_positive(name: str, value, low: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise CompareError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -135,12 +135,9 @@ def _check_positive(name: str, value, low: int = 1) -> None:
 
 def read_prompts(path: Path) -> list[str]:
     """One prompt per line (UTF-8); blank lines are skipped."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CompareError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
-    except OSError as exc:
-        raise CompareError(f"{path}: {exc.strerror}") from None
+    from onnx_edge.textfile import read_utf8
+
+    text = read_utf8(Path(path), CompareError)
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise CompareError(f"{path}: no prompts (one per line)")
@@ -160,21 +157,6 @@ def encode_prompts(encoder: Variant, prompts: list[str]) -> tuple[list[list[int]
             out.append(encoder.encode(text, False))
         return out, True
     return [encoder.encode(p, True) for p in prompts], False
-
-
-class _Progress:
-    """Thin wrapper over onnx_edge.progress.Steps (rich bar on stderr)."""
-
-    def __init__(self, total: int, enabled: bool):
-        from onnx_edge.progress import Steps
-
-        self.steps = Steps(total, enabled=enabled, title="compare")
-
-    def step(self, name: str):
-        return self.steps.step(name)
-
-    def close(self) -> None:
-        self.steps.close()
 
 
 class _LogitStore:
@@ -221,9 +203,8 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
     start = time.perf_counter()
     if not variants:
         raise CompareError("give at least one variant")
-    for name in ("context", "max_windows", "gen_tokens", "prompt_tokens", "runs"):
-        _check_positive(name.replace("_", "-"), getattr(opts, name))
-    _check_positive("bench-gen-tokens", opts.bench_gen_tokens, 2)
+    for name in ("context", "eval_windows", "agreement_tokens"):
+        _check_positive(f"--{name.replace('_', '-')}", getattr(opts, name))
     paths = [os.path.realpath(v.path) for v in variants if v.path]
     if len(set(paths)) < len(paths):
         raise CompareError("the same variant is given twice")
@@ -231,36 +212,34 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
         same = [v for v in variants if v.path and os.path.realpath(v.path) == os.path.realpath(reference.path)]
         reference = same[0] if same else reference
     ref = pick_reference(variants, reference)
-    ref_in_list = any(v is ref for v in variants)
-    rows = variants if ref_in_list else [ref] + list(variants)
-    display_names(rows)
+    rows = list(variants) if any(v is ref for v in variants) else [ref, *variants]
+    at = next(i for i, v in enumerate(rows) if v is ref)
+    rows = display_names(rows)
+    ref = rows[at]
     check_compatible(rows, ref)
 
     context = min([opts.context] + [v.context_length for v in rows])
     text = opts.text if opts.text is not None else evaluation_text()
-    encoder = next((v for v in [ref] + rows if v.kind in ("onnx-edge", "genai")), ref)
-    windows = token_windows(_Encoder(ref), text, context, opts.max_windows)
+    encoder = next((v for v in [ref, *rows] if v.runtime_tokenizer), ref)
+    windows = token_windows(ref.tokenizer, text, context, opts.eval_windows)
     prompts = list(opts.prompts) if opts.prompts is not None else list(DEFAULT_PROMPTS)
     if not prompts:
         raise CompareError("no prompts")
     prompt_ids, chat = encode_prompts(encoder, prompts)
-    needed = max(len(p) for p in prompt_ids) + opts.gen_tokens
+    needed = max(len(p) for p in prompt_ids) + opts.agreement_tokens
     for v in rows:
         if needed > v.context_length:
-            raise CompareError(f"the longest prompt ({needed - opts.gen_tokens} tokens) + {opts.gen_tokens} generated "
+            raise CompareError(f"the longest prompt ({needed - opts.agreement_tokens} tokens) + {opts.agreement_tokens} generated "
                                f"tokens exceed {v.name}'s context of {v.context_length}; use shorter prompts or "
-                               f"fewer --gen-tokens")
-    speed_rows = [v for v in rows if v.engine != ENGINE_TORCH] if opts.speed else []
-    if opts.speed:
-        from onnx_edge.evaluate.bench import check_sizes
-
-        for v in speed_rows:
-            check_sizes(opts.prompt_tokens, opts.bench_gen_tokens, opts.runs, opts.warmup, v.context_length)
+                               f"fewer --agreement-tokens")
+    speed_rows = [v for v in rows if v.speed_worker] if opts.speed else []
+    for v in speed_rows:
+        opts.bench.check_context(v.context_length)
 
     n_windows, n_prompts = len(windows), len(prompt_ids)
     others = [v for v in rows if v is not ref]
     total = (1 + len(others)) * (n_windows + n_prompts + 1) + len(speed_rows)
-    bar = _Progress(total, progress)
+    bar = Steps(total, enabled=progress, title="compare")
     open_ctx = max(context, needed)
     store = _LogitStore(n_windows, context, ref.vocab_size)
     results: dict[int, VariantResult] = {}
@@ -275,36 +254,36 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
 
         try:
             scores, ref_tokens = _evaluate(engine, f"{ref.name} (reference)", windows, prompt_ids, bar,
-                                           opts.gen_tokens, score_ref)
+                                           opts.agreement_tokens, score_ref)
         finally:
             engine.close()
             del engine
         ref_quality = aggregate(scores, context, opts.text_label)
         results[id(ref)] = VariantResult(ref.describe(), True, ref_quality.to_dict(),
-                                         asdict(agreement(ref_tokens, ref_tokens, opts.gen_tokens)))
+                                         _generation(ref, ref_tokens, ref_tokens, opts.agreement_tokens))
         # 2. each variant alone against the stored reference.
         for v in others:
             with bar.step(f"load {v.name}"):
                 engine = v.open(open_ctx)
             try:
-                scores, tokens = _evaluate(engine, v.name, windows, prompt_ids, bar, opts.gen_tokens,
+                scores, tokens = _evaluate(engine, v.name, windows, prompt_ids, bar, opts.agreement_tokens,
                                            lambda i, window, logits: score_window(store.logprobs(i),
                                                                                   log_softmax(logits), window))
             finally:
                 engine.close()
                 del engine
             results[id(v)] = VariantResult(v.describe(), False, aggregate(scores, context, opts.text_label).to_dict(),
-                                           asdict(agreement(ref_tokens, tokens, opts.gen_tokens)))
-        # 3. speed, each model in a fresh process (bench's own measurement).
+                                           _generation(v, ref_tokens, tokens, opts.agreement_tokens))
+        # 3. speed, each model in a fresh process (bench's own measurement); what else ran then is recorded.
+        host = {"cores": os.cpu_count(), "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
         for v in rows:
             if not opts.speed:
                 results[id(v)].speed_note = "skipped (--no-speed)"
-                continue
-            if v.engine == ENGINE_TORCH:
-                results[id(v)].speed_note = "not measured for the PyTorch reference"
-                continue
-            with bar.step(f"speed: {v.name}"):
-                results[id(v)].speed = measure_speed(v, opts).to_dict()
+            elif not v.speed_worker:
+                results[id(v)].speed_note = v.speed_note
+            else:
+                with bar.step(f"speed: {v.name}"):
+                    results[id(v)].speed = v.speed(opts.bench).to_dict()
     finally:
         store.close()
         bar.close()
@@ -312,11 +291,18 @@ def compare(variants: list[Variant], reference: Variant | None = None, options: 
     return CompareReport(
         reference=ref.describe(), variants=ordered, text=opts.text_label, scoring=ref_quality.scoring,
         context=context, windows=n_windows, scored_tokens=ref_quality.tokens, prompts=prompts, chat=chat,
-        gen_tokens=opts.gen_tokens,
-        speed=(dict(provider=opts.provider, prompt_tokens=opts.prompt_tokens, gen_tokens=opts.bench_gen_tokens,
-                    runs=opts.runs, warmup=opts.warmup) if opts.speed else None),
+        gen_tokens=opts.agreement_tokens,
+        speed=(dict(provider=opts.bench.provider, prompt_tokens=opts.bench.prompt_tokens,
+                    gen_tokens=opts.bench.gen_tokens, runs=opts.bench.runs, warmup=opts.bench.warmup)
+               if opts.speed else None),
         created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), seconds=round(time.perf_counter() - start, 2),
-        versions=_versions(), machine=cpu_isa())
+        versions=library_versions(), machine=cpu_isa(), host=host if opts.speed else {})
+
+
+def _generation(v: Variant, reference: list[list[int]], tokens: list[list[int]], gen_tokens: int) -> dict:
+    """Agreement with the reference's greedy tokens, plus the first prompt's answer as text (the report shows
+    what the numbers mean in words)."""
+    return dict(asdict(agreement(reference, tokens, gen_tokens)), sample=v.decode(tokens[0]) if tokens else None)
 
 
 def _evaluate(engine, label: str, windows, prompt_ids, bar, gen_tokens: int, score):
@@ -332,38 +318,3 @@ def _evaluate(engine, label: str, windows, prompt_ids, bar, gen_tokens: int, sco
         with bar.step(f"{label}: prompt {j + 1}/{len(prompt_ids)}"):
             tokens.append(engine.greedy(ids, gen_tokens))
     return scores, tokens
-
-
-class _Encoder:
-    """A Variant as the `tokenizer` quality.token_windows expects (`.encode(text, add_special_tokens).ids`)."""
-
-    def __init__(self, variant: Variant):
-        self.variant = variant
-
-    def encode(self, text: str, add_special_tokens: bool = False):
-        return _Ids(self.variant.encode(text, add_special_tokens))
-
-
-@dataclass
-class _Ids:
-    ids: list[int]
-
-
-def _versions() -> dict[str, str]:
-    """Library versions (bench's list, plus the optional engines this process actually used)."""
-    import importlib.metadata as md
-
-    from onnx_edge.evaluate.bench import _versions as bench_versions
-
-    found = bench_versions()
-    for module, dist in (("llama_cpp", "llama-cpp-python"), ("torch", "torch"), ("transformers", "transformers")):
-        if module in sys.modules:
-            try:
-                found[dist] = md.version(dist)
-            except md.PackageNotFoundError:
-                pass
-    return found
-
-
-if __name__ == "__main__":
-    sys.exit(bench_worker())

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from onnx_edge.evaluate.variants import ENGINE_LLAMA, GGUF_EXTRA, MB, CompareError, Variant
+from onnx_edge.evaluate.bench import MB, BenchParams, BenchResult, bench_result, prompt_ids, repeat, timed_run
+from onnx_edge.evaluate.engine import SPEED_WORKER, CompareError, Variant
 
-
+GGUF_EXTRA = "gguf-runtime"
 # GGUF general.file_type -> llama.cpp's name for the file's main quantization.
 GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
                    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
@@ -46,7 +51,48 @@ class _QuietStderr:
             os.close(self._null)
 
 
-def gguf_variant(spec: str, path: Path, threads: int | None) -> Variant:
+@dataclass(frozen=True)
+class LlamaTokenizer:
+    """llama.cpp's vocabulary behind the one call compare and bench make of a `tokenizers.Tokenizer`."""
+
+    vocab: object  # a vocab_only llama_cpp.Llama
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(ids=list(self.vocab.tokenize(text.encode("utf-8"), add_bos=add_special_tokens,
+                                                            special=False)))
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.vocab.detokenize(list(ids), special=not skip_special_tokens).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class GgufVariant(Variant):
+    """A .gguf file, run by llama.cpp."""
+
+    kind = "gguf"
+    engine = "llama.cpp"
+    speed_worker = SPEED_WORKER
+    threads: int | None = None
+
+    def open(self, context: int) -> LlamaEngine:
+        return LlamaEngine(Path(self.path), context, self.threads)
+
+    def bench_here(self, params: BenchParams) -> BenchResult:
+        """bench's protocol on llama.cpp (the speed worker calls it): the same prompt ids, greedy, eos ignored,
+        prefill -> first token = TTFT."""
+        params.check_context(self.context_length)
+        ids = prompt_ids(self.tokenizer, params.prompt_tokens, self.vocab_size)
+        start = time.perf_counter()
+        engine = self.open(params.prompt_tokens + params.gen_tokens)
+        load_s = time.perf_counter() - start
+        timings = repeat(lambda: timed_run(engine.tokens(ids, params.gen_tokens), len(ids), params.gen_tokens),
+                         params)
+        size = Path(self.path).stat().st_size
+        return bench_result(timings, params, path=self.path, precision=self.precision, provider="cpu", load_s=load_s,
+                            ids=ids, size_bytes=size, weight_bytes=size, context_length=self.context_length)
+
+
+def gguf_variant(spec: str, path: Path, threads: int | None) -> GgufVariant:
     llama_cpp = import_llama_cpp()
     with _QuietStderr():
         vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
@@ -63,20 +109,13 @@ def gguf_variant(spec: str, path: Path, threads: int | None) -> Variant:
         context_length = 0
     if context_length <= 0:
         raise CompareError(f"{path}: the GGUF metadata has no {arch or '<architecture>'}.context_length")
-
-    def encoder(text: str, special: bool) -> list[int]:
-        return list(vocab.tokenize(text.encode("utf-8"), add_bos=special, special=False))
-
-    def opener(context: int):
-        return LlamaEngine(path, context, threads)
-
-    return Variant(spec=spec, name=path.name, kind="gguf", engine=ENGINE_LLAMA, path=str(path),
-                   precision=f"gguf {label}", size_mb=path.stat().st_size / MB, vocab_size=int(vocab.n_vocab()),
-                   context_length=context_length, encoder=encoder, opener=opener)
+    return GgufVariant(spec=spec, name=path.name, path=str(path), precision=f"gguf {label}",
+                       size_mb=path.stat().st_size / MB, vocab_size=int(vocab.n_vocab()), context_length=context_length,
+                       tokenizer=LlamaTokenizer(vocab), threads=threads)
 
 
 class LlamaEngine:
-    """llama-cpp-python with logits for every position (logits_all) behind the engine interface."""
+    """llama-cpp-python with logits for every position (logits_all) behind the Engine protocol."""
 
     def __init__(self, path: Path, context: int, threads: int | None = None):
         llama_cpp = import_llama_cpp()
@@ -102,14 +141,17 @@ class LlamaEngine:
     def empty_cache(self, batch: int):
         return None
 
-    def greedy(self, ids: list[int], n: int) -> list[int]:
+    def tokens(self, ids: list[int], n: int) -> Iterator[int]:
+        """The one greedy loop: n tokens after `ids` from a fresh context, eos ignored, lazily (bench times it)."""
         self._run(ids)
-        out: list[int] = []
         for i in range(n):
-            out.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
-            if i < n - 1:
-                self.llm.eval([out[-1]])
-        return out
+            token = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            yield token
+            if i < n - 1:  # the last token is never fed back
+                self.llm.eval([token])
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        return list(self.tokens(ids, n))
 
     def close(self) -> None:
         llm, self.llm = self.llm, None

@@ -37,6 +37,7 @@ class CompareReport:
     seconds: float = 0.0
     versions: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)  # cpu.cpu_isa() of the machine that ran this compare
+    host: dict = field(default_factory=dict)  # {"cores", "loadavg"} when the speed runs began: their context
     schema: str = "onnx-edge-compare/1"
 
     def to_dict(self) -> dict:
@@ -60,30 +61,61 @@ def _fmt(value, spec: str, missing: str = "—") -> str:
     return missing if value is None else format(value, spec)
 
 
-def format_table(report: CompareReport):
-    """A rich Table, one row per variant (the reference first when it is not one of the variants)."""
+# Every table column: header, justification and the cell of a VariantResult.
+COLUMNS = {
+    "variant": ("variant", "left", lambda r: r.name + (" (ref)" if r.is_reference else "")),
+    "engine": ("engine", "left", lambda r: r.variant["engine"]),
+    "precision": ("precision / scheme", "left", lambda r: r.variant["precision"]),
+    "size": ("size\nMB", "right", lambda r: _fmt(r.variant["size_mb"], ".1f")),
+    "perplexity": ("perplexity", "right", lambda r: f"{r.quality['perplexity']:.3f}"),
+    "kl": ("KL vs ref\nnats/token", "right", lambda r: fmt_kl(r.quality["kl"])),
+    "top1": ("top-1\nagree", "right", lambda r: f"{r.quality['top1']:.2%}"),
+    "match": ("gen match\nmean / min", "right",
+              lambda r: f"{r.generation['mean_matched']:.1f} / {r.generation['min_matched']}"),
+    "identical": ("gen\nequal", "right", lambda r: f"{r.generation['identical']:.0%}"),
+    "prefill": ("prefill\ntok/s", "right", lambda r: _fmt((r.speed or {}).get("prefill_tps"), ".0f")),
+    "decode": ("decode\ntok/s", "right", lambda r: _fmt((r.speed or {}).get("decode_tps"), ".1f")),
+    "ttft": ("TTFT\nms", "right", lambda r: _fmt((r.speed or {}).get("ttft_s") * 1e3
+                                                if (r.speed or {}).get("ttft_s") is not None else None, ".1f")),
+    "rss": ("peak RSS\nMB", "right", lambda r: _fmt((r.speed or {}).get("peak_rss_mb"), ".0f")),
+}
+QUALITY = ("variant", "engine", "precision", "size", "perplexity", "kl", "top1", "match", "identical")
+SPEED = ("prefill", "decode", "ttft", "rss")
+WIDE = 150  # terminal columns the one-table layout needs with long precision labels
+
+
+def format_table(report: CompareReport, columns: tuple[str, ...] = QUALITY + SPEED, title: str | None = None):
+    """A rich Table, one row per variant (the reference first when it is not one of the variants). Columns that
+    say the same for every row (one engine; no speed run) move to the title."""
+    from rich import box
     from rich.table import Table
 
-    title = f"onnx-edge compare — reference: {report.reference['name']} ({report.reference['engine']})"
-    table = Table(title=title, title_justify="left")
-    for col, justify in (("variant", "left"), ("engine", "left"), ("precision / scheme", "left"),
-                         ("size\nMB", "right"), ("perplexity", "right"), ("KL vs ref\nnats/token", "right"),
-                         ("top-1\nagree", "right"), ("gen match\nmean / min", "right"), ("gen\nidentical", "right"),
-                         ("prefill\ntok/s", "right"), ("decode\ntok/s", "right"), ("TTFT\nms", "right"),
-                         ("peak RSS\nMB", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+    engines = {r.variant["engine"] for r in report.variants}
+    timed = any(r.speed for r in report.variants)
+    if title is None:
+        title = f"onnx-edge compare — reference: {report.reference['name']} ({report.reference['engine']})"
+        if len(engines) == 1 and "engine" in columns:
+            title += f"; every variant on {next(iter(engines))}"
+    keep = [c for c in columns if not (c == "engine" and len(engines) == 1) and not (c in SPEED and not timed)]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True,
+                  pad_edge=False)
+    longest = max(len(COLUMNS["variant"][2](r)) for r in report.variants)
+    for key in keep:  # variant names stay whole (up to 32 characters): the other columns fold first
+        table.add_column(COLUMNS[key][0], justify=COLUMNS[key][1], overflow="fold",
+                         min_width=min(longest, 32) if key == "variant" else None)
     for r in report.variants:
-        q, g, s = r.quality, r.generation, r.speed or {}
-        name = r.name + (" (ref)" if r.is_reference else "")
-        table.add_row(
-            name, r.variant["engine"], r.variant["precision"], _fmt(r.variant["size_mb"], ".1f"),
-            f"{q['perplexity']:.3f}", fmt_kl(q["kl"]), f"{q['top1']:.2%}",
-            f"{g['mean_matched']:.1f} / {g['min_matched']}", f"{g['identical']:.0%}",
-            _fmt(s.get("prefill_tps"), ".0f"), _fmt(s.get("decode_tps"), ".1f"),
-            _fmt(s.get("ttft_s") * 1e3 if s.get("ttft_s") is not None else None, ".1f"),
-            _fmt(s.get("peak_rss_mb"), ".0f"),
-        )
+        table.add_row(*(COLUMNS[key][2](r) for key in keep))
     return table
+
+
+def terminal_tables(report: CompareReport, width: int) -> list:
+    """The table for a terminal `width` columns wide: one table when it fits, else quality and speed apart
+    (a 12-column table folded into 80 columns is unreadable)."""
+    if width >= WIDE:
+        return [format_table(report)]
+    timed = any(r.speed for r in report.variants)
+    return [format_table(report, tuple(c for c in QUALITY if c != "precision")),
+            format_table(report, ("variant", "precision") + SPEED, title="precision" + (" and speed" if timed else ""))]
 
 
 def footer(report: CompareReport) -> str:
@@ -92,12 +124,14 @@ def footer(report: CompareReport) -> str:
              f"scored tokens whose argmax equals the reference's",
              f"generation: {len(report.prompts)} prompts{' (chat template)' if report.chat else ''} x "
              f"{report.gen_tokens} greedy tokens, eos ignored; match = tokens equal to the reference's before the "
-             f"first divergence (mean / min over prompts); identical = share of prompts that never diverge"]
+             f"first divergence (mean / min over prompts); equal = share of prompts that never diverge"]
     if report.speed:
         s = report.speed
         lines.append(f"speed: onnx-edge bench on {s['provider']}: {s['prompt_tokens']}-token prompt, "
                      f"{s['gen_tokens']} generated tokens, median of {s['runs']} runs after {s['warmup']} warm-up, "
                      f"each model in a fresh process (peak RSS is that process's)")
+    if report.reference.get("weights_note"):
+        lines.append(f"reference: {report.reference['name']}'s weights {report.reference['weights_note']}")
     lines += machine_notes(report.machine, [r.variant for r in report.variants])
     return "\n".join(lines)
 

@@ -53,12 +53,16 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+def tick_decimals(ticks: list[float]) -> int:
+    """The fewest decimals that write every tick exactly (a 2.5 step needs one: 0, 2.5, 5, 7.5)."""
+    for decimals in range(7):
+        if all(abs(round(t, decimals) - t) <= 1e-9 * max(1.0, abs(t)) for t in ticks):
+            return decimals
+    return 6
+
+
 def _fmt_tick(v: float, ticks: list[float]) -> str:
-    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
-    if step >= 1:
-        return f"{v:,.0f}"
-    decimals = min(6, max(0, -math.floor(math.log10(step)) + (0 if step * 10 ** -math.floor(math.log10(step)) in (1, 2, 5) else 1)))
-    return f"{v:.{decimals}f}"
+    return f"{v:,.{tick_decimals(ticks)}f}"
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -134,16 +138,27 @@ def _svg(body: list[str], title: str) -> str:
 
 
 def _place_labels(points: list[tuple[float, float, str, str]]) -> list[str]:
-    """Name labels right of each point; a label that would overlap an earlier one moves down."""
+    """Name labels right of each point; a label that would overlap an earlier one moves down, or up when
+    moving down would leave the plot (and run into the axis ticks)."""
     placed: list[tuple[float, float]] = []
     out = []
+    bottom = H - M["bottom"] - 4
+
+    def clashes(lx: float, ly: float) -> bool:
+        return any(abs(ly - py) < 15 and abs(lx - px) < 140 for px, py in placed)
+
     for x, y, name, colour in sorted(points, key=lambda p: p[1]):
-        lx, ly = x + 11, y + 4
+        lx, ly = x + 11, min(y + 4, bottom)
         right = lx + 7 * len(name) > W - M["right"]
         if right:
             lx = x - 11
-        while any(abs(ly - py) < 15 and abs(lx - px) < 140 for px, py in placed):
+        start = ly
+        while clashes(lx, ly) and ly + 15 <= bottom:
             ly += 15
+        if clashes(lx, ly):
+            ly = start
+            while clashes(lx, ly):
+                ly -= 15
         placed.append((lx, ly))
         anchor = "end" if right else "start"
         out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" class="pointlabel" text-anchor="{anchor}" fill="{colour}">'
@@ -221,6 +236,77 @@ def window_chart(report: dict) -> str:
     return _svg(body, title)
 
 
+def bars(report: dict, value, label: str, title: str, fmt: str) -> str:
+    """One horizontal bar per variant with a speed result (TTFT, peak RSS): names left, values at the bar end."""
+    col = colours(report)
+    rows = [(v["variant"]["name"], value(v.get("speed") or {})) for v in report["variants"]]
+    rows = [(name, x) for name, x in rows if x is not None]
+    if not rows:
+        return _empty(title, "no variant has this value")
+    name_w = min(190, 12 + 7 * max(len(name) for name, _ in rows))
+    ticks = nice_ticks(0.0, max(x for _, x in rows) * 1.08)
+    left, right = name_w, W - M["right"] - 52
+    height = M["top"] + 30 * len(rows) + 44
+
+    def px(x: float) -> float:
+        return left + x / (ticks[-1] or 1) * (right - left)
+
+    body = []
+    for t in ticks:
+        body.append(f'<line x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{M["top"]}" y2="{height - 40}" class="grid"/>')
+        body.append(f'<text x="{px(t):.1f}" y="{height - 24}" class="tick" text-anchor="middle">'
+                    f'{_e(_fmt_tick(t, ticks))}</text>')
+    for i, (name, x) in enumerate(rows):
+        y = M["top"] + 30 * i + 6
+        body.append(f'<text x="{left - 8}" y="{y + 13}" class="tick" text-anchor="end">{_e(name)}</text>')
+        body.append(f'<rect x="{left}" y="{y}" width="{max(1.0, px(x) - left):.1f}" height="18" rx="3" '
+                    f'fill="{col[name]}"><title>{_e(name)}: {format(x, fmt)}</title></rect>')
+        body.append(f'<text x="{px(x) + 6:.1f}" y="{y + 13}" class="tick">{_e(format(x, fmt))}</text>')
+    body.append(f'<text x="{(left + right) / 2:.1f}" y="{height - 6}" class="label" text-anchor="middle">'
+                f'{_e(label)}</text>')
+    return (f'<svg viewBox="0 0 {W} {height}" width="{W}" height="{height}" role="img" aria-label="{_e(title)}">'
+            + "".join(body) + "</svg>")
+
+
+def headline(report: dict) -> str:
+    """One sentence a reader can act on: the smallest variant, how close it stays, and the fastest decode."""
+    others = [v for v in report["variants"] if not v["is_reference"] and v["variant"]["size_mb"] is not None]
+    if not others:
+        return "Only the reference was evaluated."
+    ref = next((v for v in report["variants"] if v["is_reference"]), None)
+    small = min(others, key=lambda v: v["variant"]["size_mb"])
+    q = small["quality"]
+    parts = [f"Smallest: {small['variant']['name']} ({small['variant']['size_mb']:.0f} MB"
+             + (f", {small['variant']['size_mb'] / ref['variant']['size_mb']:.0%} of the reference"
+                if ref and ref["variant"]["size_mb"] else "")
+             + f") keeps top-1 agreement {q['top1']:.1%} at KL {fmt_kl(q['kl'])} nats/token"]
+    timed = [v for v in report["variants"] if (v.get("speed") or {}).get("decode_tps")]
+    if timed:
+        fast = max(timed, key=lambda v: v["speed"]["decode_tps"])
+        base = (ref.get("speed") or {}).get("decode_tps") if ref else None
+        parts.append(f"fastest decode: {fast['variant']['name']} at {fast['speed']['decode_tps']:.1f} tok/s"
+                     + (f" ({fast['speed']['decode_tps'] / base:.2f}× the reference)" if base else ""))
+    return "; ".join(parts) + "."
+
+
+def speed_context(report: dict) -> str:
+    """Where the speed numbers come from: machine, threads, what else was running, how long loading took."""
+    speed, machine, host = report["speed"], report.get("machine") or {}, report.get("host") or {}
+    threads = sorted({str((v.get("speed") or {}).get("threads") or "one per core") for v in report["variants"]
+                      if v.get("speed")})
+    parts = [f'{speed["prompt_tokens"]}-token prompt, {speed["gen_tokens"]} greedy tokens, median of '
+             f'{speed["runs"]} runs after {speed.get("warmup", 0)} warm-up on {speed["provider"]}, each model in a '
+             f'fresh process']
+    cpu = machine.get("machine", "")
+    if host.get("cores"):
+        cpu += f", {host['cores']} cores"
+    if cpu:
+        parts.append(f"{cpu}; threads: {', '.join(threads)}")
+    if host.get("loadavg"):
+        parts.append(f"load average {host['loadavg'][0]:.2f} before the speed runs")
+    return "; ".join(parts)
+
+
 def _empty(title: str, why: str) -> str:
     return _svg([f'<rect x="{M["left"]}" y="{M["top"]}" width="{W - M["left"] - M["right"]}" '
                  f'height="{H - M["top"] - M["bottom"]}" class="emptybox"/>',
@@ -233,6 +319,19 @@ def fmt_kl(kl: float) -> str:
 
 def _num(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
+
+
+def sample_answers(report: dict) -> str:
+    """Each variant's greedy answer to the first prompt (what the numbers mean in words), when compare kept it."""
+    col = colours(report)
+    answers = [(v["variant"]["name"], v["generation"].get("sample")) for v in report["variants"]]
+    answers = [(name, text) for name, text in answers if isinstance(text, str)]
+    if not answers or not report.get("prompts"):
+        return ""
+    items = "".join(f'<div class="answer"><span class="who"><span class="chip" style="background:{col[name]}">'
+                    f'</span>{_e(name)}</span><span class="said">{_e(text)}</span></div>' for name, text in answers)
+    return (f'<section class="card samples"><h2>Sample answers</h2><p class="note">“{_e(report["prompts"][0])}”, '
+            f'{report["gen_tokens"]} greedy tokens each, eos ignored</p>{items}</section>')
 
 
 def table_html(report: dict) -> str:
@@ -295,6 +394,13 @@ th:nth-child(-n+3),td:nth-child(-n+3){{text-align:left}}
 tbody tr:last-child td{{border-bottom:none}}
 .ref{{font-size:11px;font-weight:600;color:#fff;background:{REFERENCE_COLOUR};border-radius:4px;padding:1px 6px;
       margin-left:6px;vertical-align:1px}}
+.headline{{font-size:17px;font-weight:600;margin:0 0 16px;color:#1f2933}}
+.samples{{margin-top:18px}}
+.answer{{display:grid;grid-template-columns:14em 1fr;gap:12px;padding:7px 0;border-bottom:1px solid #eef0f2;
+         font-size:13.5px}}
+.answer:last-child{{border-bottom:none}}
+.answer .who{{font-weight:600}}
+.answer .said{{white-space:pre-wrap;color:#3e4c59}}
 .foot{{color:#616e7c;font-size:12.5px;margin-top:18px}}
 .foot p{{margin:3px 0}}
 """
@@ -313,25 +419,29 @@ def render_html(report) -> str:
                  yfmt=".5f", unit=" nats/token", log_ok=True)
     ppl = scatter(r, lambda v: v["quality"]["perplexity"], "perplexity", "Perplexity vs size", zero_based=False,
                   yfmt=".3f")
-    if speed:
-        dec = scatter(r, lambda v: (v.get("speed") or {}).get("decode_tps"), "decode speed (tokens / s)",
-                      "Decode speed vs size", yfmt=".1f", unit=" tok/s")
-        dec_note = (f'{speed["prompt_tokens"]}-token prompt, {speed["gen_tokens"]} greedy tokens, median of '
-                    f'{speed["runs"]} runs on {_e(speed["provider"])}; each model in a fresh process')
-    else:
-        dec = _empty("Decode speed vs size", "speed not measured (--no-speed)")
-        dec_note = "run without --no-speed to measure"
     cards = [
         ("Quality vs size: KL divergence", f"lower is closer to the reference; {r['scored_tokens']} scored tokens"
          + ("; a hollow dot is 0 (identical to the reference)"
             if wants_log([v["quality"]["kl"] for v in r["variants"]]) else ""), kl),
         ("Quality vs size: perplexity", f"on {_e(r['text'])}; lower is better", ppl),
-        ("Decode speed vs size", dec_note, dec),
         ("KL divergence per window", f"{r['windows']} windows of {r['context']} tokens; reference omitted (0)",
          window_chart(r)),
     ]
+    if speed:  # without a speed run there is nothing to chart: no empty cards
+        context = _e(speed_context(r))
+        cards += [
+            ("Decode speed vs size", context, scatter(r, lambda v: (v.get("speed") or {}).get("decode_tps"),
+                                                      "decode speed (tokens / s)", "Decode speed vs size",
+                                                      yfmt=".1f", unit=" tok/s")),
+            ("Time to first token", f"prefill of the {speed['prompt_tokens']}-token prompt; lower is better",
+             bars(r, lambda s: s["ttft_s"] * 1e3 if s.get("ttft_s") is not None else None, "milliseconds",
+                  "Time to first token", ".0f")),
+            ("Peak memory", "peak resident set size of the measuring process; lower is better",
+             bars(r, lambda s: s.get("peak_rss_mb"), "MB", "Peak memory", ".0f")),
+        ]
     charts = "".join(f'<section class="card"><h2>{_e(t)}</h2><p class="note">{n}</p>{svg}</section>'
                      for t, n, svg in cards)
+    samples = sample_answers(r)
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted((r.get("versions") or {}).items()))
     foot = [f"<p><b>Scoring.</b> {_e(r['scoring'])} (llama.cpp's perplexity rule). KL = mean KL(reference ‖ variant) "
             f"per scored token, in nats; top-1 = share of scored tokens whose most likely next token equals the "
@@ -350,14 +460,19 @@ def render_html(report) -> str:
                     f"{_e(machine.get('int8_kernel', ''))} ({_e(' '.join(machine.get('features', [])))}).</p>")
     foot += [f"<p><b>CPU.</b> {_e(note)}</p>" for note in machine_notes(machine, [v["variant"] for v in r["variants"]])]
     foot.append(f"<p>Created {_e(r['created'])} in {r.get('seconds', 0):.0f} s. {versions}</p>")
+    model = ref.get("model") or ref["name"]
     subtitle = (f"Reference: <b>{_e(ref['name'])}</b> ({_e(ref['engine'])}, {_e(ref['precision'])}) · "
-                f"{len(r['variants'])} models · text: {_e(r['text'])}")
+                f"{len(r['variants'])} models · text: {_e(r['text'])}"
+                + ("" if speed else " · speed not measured (--no-speed)"))
+    if ref.get("weights_note"):
+        subtitle += f"<br>Reference weights {_e(ref['weights_note'])}."
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>onnx-edge compare: {_e(ref['name'])}</title><style>{CSS}</style></head><body><main>"
-            f"<h1>Model variants compared</h1><p class=\"sub\">{subtitle}</p>"
+            f"<title>onnx-edge compare: {_e(model)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>{_e(model)}: variants compared</h1><p class=\"sub\">{subtitle}</p>"
+            f"<p class=\"headline\">{_e(headline(r))}</p>"
             f"<div class=\"legend\">{legend}</div><div class=\"grid2\">{charts}</div>"
-            f"<section class=\"card tablecard\"><h2>All numbers</h2>{table_html(r)}</section>"
+            f"<section class=\"card tablecard\"><h2>All numbers</h2>{table_html(r)}</section>{samples}"
             f"<div class=\"foot\">{''.join(foot)}</div></main></body></html>\n")
 
 

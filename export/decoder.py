@@ -21,10 +21,11 @@ MASK_VALUE = float(np.finfo(np.float32).min)
 
 def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarray],
                   rope: tuple[np.ndarray, np.ndarray] | None, opset: int = 17,
-                  io: IOSpec | None = None, producer_version: str = "") -> onnx.ModelProto:
-    """`weights` are canonical (see export/weights.py): matrices (in, out) except embed/lm_head (vocab, hidden).
+                  producer_version: str = "") -> tuple[onnx.ModelProto, IOSpec]:
+    """The graph and the I/O it has (the manifest's `io`: the contract's names, concat KV).
+    `weights` are canonical (see export/weights.py): matrices (in, out) except embed/lm_head (vocab, hidden).
     `rope` is (cos, sin) of shape (context_length, rotary_dim // 2), attention scaling folded in."""
-    io = io or IOSpec()
+    io = IOSpec()
     g = Graph(opset=opset)
     ids, mask_in, pos, past = decoder_inputs(g, io, shape)
 
@@ -57,7 +58,7 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
     for i, (k, v) in enumerate(presents):
         g.output(k, io.present_key.format(i=i), FLOAT, present_shape)
         g.output(v, io.present_value.format(i=i), FLOAT, present_shape)
-    return g.model(f"{shape.model_type}_decoder", "onnx-edge-kit", producer_version)
+    return g.model(f"{shape.model_type}_decoder", "onnx-edge-kit", producer_version), io
 
 
 def decoder_inputs(g: Graph, io: IOSpec, shape: ModelShape):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.metadata as md
 import os
 from pathlib import Path
 
@@ -12,10 +11,12 @@ import onnx
 
 import onnx_edge
 from onnx_edge.errors import OutputError, ValidationError
-from onnx_edge.manifest import IOSpec, Manifest, write_manifest
+from onnx_edge.manifest import Manifest, write_manifest
 from onnx_edge.models import get_spec, shape_from_config
 from onnx_edge.progress import Steps
 from onnx_edge.staging import claim_output, staged_folder
+from onnx_edge.targets import TARGETS, ProviderTarget
+from onnx_edge.versions import installed_versions
 
 SUPPORTED_OPSETS = range(17, 22)
 DATA_FILE = "model.onnx.data"
@@ -23,35 +24,37 @@ GRAPH_VARIANTS = ("auto", "fused", "reference")
 
 
 def export(source: str, output: str | os.PathLike, *, force: bool = False, validate: bool = True,
-           opset: int = 17, progress: bool = False, graph: str = "auto", provider: str = "cpu") -> Manifest:
+           opset: int = 17, progress: bool = False, graph: str = "auto", provider: str = "cpu",
+           threads: int | None = None) -> Manifest:
     """Export SOURCE (HF folder, .gguf, hub id or alias) to an fp32 ONNX folder at `output`.
 
     `graph`: "fused" (onnxruntime contrib ops: GroupQueryAttention, RotaryEmbedding, fused norms; shared
     KV buffer, last-position logits), "reference" (plain ONNX ops only), or "auto" = fused where the
-    architecture has a fused emitter, else reference. See DESIGN.md.
-    `provider` (cpu, cuda, dml) is the execution provider the folder targets (onnx_edge.targets): the graph is
+    family's spec says so (ArchSpec.fused), else reference. See DESIGN.md.
+    `provider` (a name in onnx_edge.targets.TARGETS) is the execution provider the folder targets: the graph is
     shaped for it and the manifest records it; quantize then writes that provider's precisions.
+    `threads`: onnxruntime threads of the validation session (default: one per core).
     The folder is built next to `output` and renamed into place only when complete and validated."""
     from onnx_edge.export.decoder import build_decoder
-    from onnx_edge.export.fused import build_fused_decoder, supports_fused
+    from onnx_edge.export.fused import build_fused_decoder
     from onnx_edge.export.sources import resolve_source, source_sha256
-    from onnx_edge.export.torch_model import load_model, read_model_type, rope_tables, save_tokenizer_files
+    from onnx_edge.export.torch_model import (gguf_file_type, load_model, read_model_type, rope_tables,
+                                              save_tokenizer_files)
     from onnx_edge.export.weights import canonical_weights
 
-    from onnx_edge.targets import TARGETS
+    from onnx_edge.runtime.session import check_threads
 
-    if provider not in TARGETS:
-        raise OutputError(f"provider {provider!r} is not one of {', '.join(TARGETS)}")
-    tgt = TARGETS[provider]
+    tgt = provider_target(provider)
+    check_threads(threads)
     if opset not in SUPPORTED_OPSETS or opset > tgt.max_opset:
         raise OutputError(f"opset {opset} is not supported (choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
     if graph not in GRAPH_VARIANTS:
         raise OutputError(f"graph {graph!r} is not one of {', '.join(GRAPH_VARIANTS)}")
     src = resolve_source(source)
     spec = get_spec(read_model_type(src))  # fails fast on an unsupported architecture
-    if graph == "fused" and not supports_fused(spec):
+    if graph == "fused" and not spec.fused:
         raise OutputError(f"no fused graph for {spec.model_type}; use graph='reference'")
-    variant = "fused" if graph == "fused" or (graph == "auto" and supports_fused(spec)) else "reference"
+    variant = "fused" if graph != "reference" and spec.fused else "reference"
     claim = claim_output(output, force, inputs=[src.path])
 
     steps = Steps(6 if validate else 5, enabled=progress, title="export")
@@ -66,14 +69,13 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 # DirectML's GQA ignores local_window_size: never let a sequence outgrow the window.
                 shape = dataclasses.replace(shape, context_length=min(shape.context_length, int(shape.sliding_window)))
         with steps.step("build graph"):
-            io = IOSpec(position_ids="position_ids")
             if variant == "fused":
-                proto = build_fused_decoder(spec, shape, weights, rope, opset=opset, io=io,
-                                            producer_version=onnx_edge.__version__,
-                                            rotary_in_attention=tgt.rotary_in_attention)
+                proto, io = build_fused_decoder(spec, shape, weights, rope, opset=opset,
+                                                producer_version=onnx_edge.__version__,
+                                                rotary_in_attention=tgt.rotary_in_attention)
             else:
-                proto = build_decoder(spec, shape, weights, rope, opset=opset, io=io,
-                                      producer_version=onnx_edge.__version__)
+                proto, io = build_decoder(spec, shape, weights, rope, opset=opset,
+                                          producer_version=onnx_edge.__version__)
             del weights
         with staged_folder(claim) as tmp:
             with steps.step("save"):
@@ -86,13 +88,16 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
                 provenance={
                     "source": src.text, "source_kind": src.kind, "source_sha256": source_sha256(src),
                     "exporter": f"onnx-edge-kit {onnx_edge.__version__}",
-                    "libraries": _versions("torch", "transformers", "onnx", "onnxruntime", "gguf", "tokenizers"),
+                    "libraries": installed_versions("torch", "transformers", "onnx", "onnxruntime", "gguf", "tokenizers"),
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 },
             )
+            if src.kind in ("gguf", "alias"):
+                # fp32 weights read from a quantized GGUF sit on its grid: what `info` and compare tell the user
+                manifest.provenance["gguf_file_type"] = gguf_file_type(src.path)
             if validate:
                 with steps.step("validate"):
-                    manifest.validation = _validate(loaded, tmp, manifest)
+                    manifest.validation = _validate(loaded, tmp, manifest, threads)
             with steps.step("manifest"):
                 manifest.provenance["export_seconds"] = dict(steps.times)
                 write_manifest(tmp, manifest)
@@ -102,11 +107,18 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     return manifest
 
 
-def _validate(loaded, folder: Path, manifest: Manifest) -> dict:
+def provider_target(provider: str) -> ProviderTarget:
+    """The target an export names, checked where it enters (export, export_gguf_native)."""
+    if provider not in TARGETS:
+        raise OutputError(f"provider {provider!r} is not one of {', '.join(TARGETS)}")
+    return TARGETS[provider]
+
+
+def _validate(loaded, folder: Path, manifest: Manifest, threads: int | None) -> dict:
     from onnx_edge.export.validate import validate as run_validation
     from onnx_edge.runtime.session import DecoderSession
 
-    report = run_validation(loaded, DecoderSession(folder, manifest, "cpu"))
+    report = run_validation(loaded, DecoderSession(folder, manifest, "cpu", threads=threads))
     if not report.passed:
         raise ValidationError(
             f"validation failed: max |ONNX - PyTorch| = {report.max_abs_diff:.3g} "
@@ -123,13 +135,3 @@ def save_model(proto: onnx.ModelProto, folder: Path) -> None:
 
 def _chat_template_file(folder: Path) -> str | None:
     return "chat_template.jinja" if (folder / "chat_template.jinja").is_file() else None
-
-
-def _versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found

@@ -30,12 +30,6 @@ from onnx_edge.models.spec import ArchSpec, ModelShape
 from onnx_edge.runtime.graph_contract import LEARNED_POSITIONS
 
 MS = "com.microsoft"
-FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
-
-
-def supports_fused(spec: ArchSpec) -> bool:
-    """Architectures whose pieces the fused emitter knows (rope+rms+gated or learned+layer+plain)."""
-    return spec.model_type in FUSED_MODEL_TYPES
 
 
 def gqa_rotary(shape: ModelShape) -> bool:
@@ -45,22 +39,15 @@ def gqa_rotary(shape: ModelShape) -> bool:
     return half > 0 and half % 8 == 0 and half <= shape.head_dim // 2
 
 
-def fused_io(io: IOSpec | None = None) -> IOSpec:
-    io = io or IOSpec()
-    io.kv_mode = "shared_buffer"
-    io.logits_to_keep = io.logits_to_keep or "logits_to_keep"
-    return io
-
-
 def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarray],
-                        rope: tuple[np.ndarray, np.ndarray] | None, opset: int = 17,
-                        io: IOSpec | None = None, producer_version: str = "",
-                        rotary_in_attention: bool = True) -> onnx.ModelProto:
-    """`rotary_in_attention=False` (the DirectML target: its GQA ignores do_rotary and wants separate
-    q/k/v) rotates q and k with RotaryEmbedding nodes before GroupQueryAttention."""
-    if not supports_fused(spec):
+                        rope: tuple[np.ndarray, np.ndarray] | None, opset: int = 17, producer_version: str = "",
+                        rotary_in_attention: bool = True) -> tuple[onnx.ModelProto, IOSpec]:
+    """The graph and the I/O it has (the manifest's `io`). `rotary_in_attention=False` (the DirectML target:
+    its GQA ignores do_rotary and wants separate q/k/v) rotates q and k with RotaryEmbedding nodes before
+    GroupQueryAttention."""
+    if not spec.fused:
         raise ValueError(f"no fused graph for {spec.model_type}")
-    io = fused_io(io)
+    io = IOSpec(kv_mode="shared_buffer", logits_to_keep="logits_to_keep")
     gqa_rope = spec.positions == "rope" and rotary_in_attention and gqa_rotary(shape)
     g = Graph(opset=opset)
     ids, mask_in, pos, past = decoder_inputs(g, io, shape)
@@ -116,7 +103,7 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
     for i, (k, v) in enumerate(presents):
         g.output(k, io.present_key.format(i=i), FLOAT, present_shape)
         g.output(v, io.present_value.format(i=i), FLOAT, present_shape)
-    return g.model(f"{shape.model_type}_decoder_fused", "onnx-edge-kit", producer_version)
+    return g.model(f"{shape.model_type}_decoder_fused", "onnx-edge-kit", producer_version), io
 
 
 def attention_inputs(g: Graph, pos: str, mask_in: str) -> tuple[str, str, str, str]:

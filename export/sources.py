@@ -4,7 +4,6 @@ a .gguf file, the bundled default-model alias, or a hub id. Weights load from sa
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +69,9 @@ def _check_folder(path: Path) -> None:
             raise SourceError(f"{path}: only pickle weights (.bin/.pt) found; onnx-edge loads safetensors only "
                               f"(convert them with safetensors, or re-save with save_pretrained(safe_serialization=True))")
         raise SourceError(f"{path}: no *.safetensors weights")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{path / 'config.json'}: malformed JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise SourceError(f"{path / 'config.json'}: expected a JSON object")
+    from onnx_edge.textfile import read_json
+
+    config = read_json(path / "config.json", SourceError)
     if config.get("auto_map"):
         raise UnsupportedModelError(
             f"{path}: the model needs custom code (auto_map in config.json); onnx-edge never runs "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,36 @@ def read_model_type(source: Source) -> str:
     return bytes(field.parts[field.data[0]]).decode() if field else ""
 
 
+def gguf_file_type(path: Path) -> str:
+    """The GGUF's main quantization as llama.cpp names it (Q4_1, Q8_0, F16, ...), from general.file_type."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    value = int(field.parts[field.data[0]][0])
+    try:
+        return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return f"type {value}"
+
+
+@contextlib.contextmanager
+def _quiet_gguf_loader():
+    """transformers' GGUF loader draws its own tqdm bar with no switch to turn it off; export shows its steps."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    saved = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = saved
+
+
 def load_model(source: Source) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -42,7 +73,8 @@ def load_model(source: Source) -> LoadedModel:
         where, kwargs = str(source.path), {"use_safetensors": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False, **kwargs)
+        with _quiet_gguf_loader():
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False, **kwargs)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # corrupt safetensors/GGUF, config errors: all a problem with the input files

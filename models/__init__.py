@@ -7,9 +7,10 @@ import pkgutil
 from pathlib import Path
 
 from onnx_edge.errors import UnsupportedModelError
-from onnx_edge.models.spec import ArchSpec, ModelShape, shape_from_config
+from onnx_edge.models.spec import ArchSpec, GGUFLayout, ModelShape, shape_from_config
 
-__all__ = ["ArchSpec", "ModelShape", "get_spec", "shape_from_config", "supported_model_types"]
+__all__ = ["ArchSpec", "GGUFLayout", "ModelShape", "get_spec", "gguf_layout", "shape_from_config",
+           "supported_model_types"]
 
 # model_types that share another's module exactly.
 REMAP: dict[str, str] = {}
@@ -31,3 +32,12 @@ def get_spec(model_type: str) -> ArchSpec:
             f"unsupported model_type '{model_type}' (supported: {', '.join(supported_model_types())})"
         )
     return importlib.import_module(f"onnx_edge.models.{name}").SPEC
+
+
+def gguf_layout(architecture: str) -> GGUFLayout:
+    """The layout of a GGUF file whose general.architecture is `architecture`, from the spec that states it."""
+    layouts = {spec.gguf.architecture: spec.gguf for spec in map(get_spec, supported_model_types()) if spec.gguf}
+    if architecture not in layouts:
+        raise UnsupportedModelError(
+            f"GGUF block import supports the {', '.join(layouts)} tensor layouts, not '{architecture}'")
+    return layouts[architecture]

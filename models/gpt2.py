@@ -9,6 +9,8 @@ SPEC = ArchSpec(
     mlp="plain",
     activation="gelu_tanh",
     conv1d=True,
+    fused=True,
+    gguf=None,  # its GGUF files pack attn_qkv; block import maps q/k/v stored apart
     weights={
         "embed_tokens.weight": "transformer.wte.weight",
         "pos_embed.weight": "transformer.wpe.weight",

@@ -1,6 +1,6 @@
 """Llama (SmolLM2, Llama 2/3, TinyLlama, ...): RMSNorm, rotary, gated SiLU MLP, grouped KV heads."""
 
-from onnx_edge.models.spec import ArchSpec
+from onnx_edge.models.spec import ArchSpec, GGUFLayout
 
 # Canonical name -> HF name. Also the base that mistral and qwen2 reuse.
 LLAMA_WEIGHTS = {
@@ -32,5 +32,7 @@ SPEC = ArchSpec(
     mlp="gated",
     activation="silu",
     weights=LLAMA_WEIGHTS,
+    fused=True,
+    gguf=GGUFLayout("llama", permuted_qk=True),
     ignore_suffixes=(".rotary_emb.inv_freq",),
 )

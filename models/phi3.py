@@ -8,6 +8,8 @@ SPEC = ArchSpec(
     positions="rope",
     mlp="gated",
     activation="silu",
+    fused=True,
+    gguf=None,  # its GGUF files pack attn_qkv and gate|up (ffn_up); block import maps them stored apart
     weights={
         "embed_tokens.weight": "model.embed_tokens.weight",
         "layers.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",

@@ -15,6 +15,15 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
 @dataclass(frozen=True)
+class GGUFLayout:
+    """How a GGUF file of this family stores the matrices block import maps (q/k/v and gate/up apart)."""
+
+    architecture: str  # the file's general.architecture
+    # llama.cpp permuted the q/k rows and transformers' GGUF loader un-permutes them (LlamaTensorProcessor).
+    permuted_qk: bool
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """What differs between decoder architectures. `weights` maps our canonical names to HF state-dict
     names; `{i}` is the layer index. Canonical names with '.bias' are optional."""
@@ -25,6 +34,10 @@ class ArchSpec:
     mlp: str  # "gated" (act(gate) * up) | "plain" (act(fc))
     activation: str  # "silu" | "gelu_tanh"
     weights: dict[str, str]
+    # Required, so that a new family states them: export/fused.py writes this family (graph="auto" picks it),
+    # and the GGUF layout `export --precision gguf` imports blocks from (None: refused).
+    fused: bool
+    gguf: GGUFLayout | None
     # HF stores some weights as (in, out) Conv1D instead of (out, in) Linear.
     conv1d: bool = False
     # State-dict entries that are buffers, not weights.

@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from onnx_edge.errors import UnsupportedModelError
+from onnx_edge.models import gguf_layout
 
 QK = 32  # block size of every importable GGUF type
 # bytes per block (ggml's block_q4_0, block_q4_1, block_q8_0).
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 IMPORTABLE = tuple(BLOCK_BYTES)
-# GGUF architectures whose tensor names we map (q/k/v and gate/up stored separately).
-ARCHITECTURES = ("llama", "mistral", "qwen2")
-# transformers' GGUF loader un-permutes q/k rows for these architectures only (LlamaTensorProcessor).
-PERMUTED_ARCHITECTURES = ("llama",)
 EMBED = "model.embed_tokens.weight"
 LM_HEAD = "lm_head.weight"
 
@@ -94,15 +91,15 @@ def read_block_weights(gguf_path: str | Path, shape) -> BlockWeights:
     reader = GGUFReader(str(gguf_path))
     field = reader.fields.get("general.architecture")
     arch = bytes(field.parts[field.data[0]]).decode() if field else ""
-    if arch not in ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"{gguf_path}: GGUF block import supports the {', '.join(ARCHITECTURES)} tensor layouts, not '{arch}'")
+    try:
+        layout = gguf_layout(arch)  # which architectures, and how, is each family's spec's (models/)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{gguf_path}: {exc}") from None
     tensors = {t.name: t for t in reader.tensors}
     h, nh, nkv, d = s["hidden_size"], s["num_heads"], s["num_kv_heads"], s["head_dim"]
     inter, vocab = s["intermediate_size"], s["vocab_size"]
-    permute = arch in PERMUTED_ARCHITECTURES
-    q_perm = _unpermute_rows(nh * d, nh) if permute else None
-    k_perm = _unpermute_rows(nkv * d, nkv) if permute else None  # transformers: n_head = num_kv_heads for k
+    q_perm = _unpermute_rows(nh * d, nh) if layout.permuted_qk else None
+    k_perm = _unpermute_rows(nkv * d, nkv) if layout.permuted_qk else None  # transformers: n_head = num_kv_heads for k
 
     targets: list[tuple[str, int, list[tuple[str, int, np.ndarray | None]]]] = []
     for i in range(s["num_layers"]):

@@ -65,6 +65,7 @@ def import_gguf_folder(src: str | os.PathLike, gguf_path: str | os.PathLike, out
 def _write_block_folder(src: Path, manifest, gguf_path: Path, claim, accuracy_level: int, verify: bool):
     import onnx_edge
     from onnx_edge.manifest import copy_listed_files, sha256_file, write_manifest
+    from onnx_edge.quant_record import GGUF_BLOCKS, QuantRecord
     from onnx_edge.staging import staged_folder
 
     blocks = read_block_weights(gguf_path, manifest.architecture)
@@ -84,13 +85,11 @@ def _write_block_folder(src: Path, manifest, gguf_path: Path, claim, accuracy_le
         m.validation = None  # PyTorch parity belongs to the fp32 export
         m.provenance = dict(manifest.provenance, quantized_from=str(src), export_validation=manifest.validation,
                             quantizer=f"onnx-edge-kit {onnx_edge.__version__} (gguf blocks)")
-        m.quantization = {
-            "method": "gguf_blocks", "gguf": gguf_path.name, "gguf_sha256": sha256_file(gguf_path),
-            "accuracy_level": accuracy_level, "exact": accuracy_level in EXACT_ACCURACY_LEVELS,
-            "imported": len(imported), "weights": plan,
-            "size_mb": {"before": round(sum(e.size for e in manifest.files.values()) / 1e6, 2)},
-        }
-        write_manifest(tmp, m)
-        m.quantization["size_mb"]["after"] = round(sum(e.size for e in m.files.values()) / 1e6, 2)
+        after = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())  # the manifest is written last
+        m.quantization = QuantRecord(
+            method=GGUF_BLOCKS, gguf=gguf_path.name, gguf_sha256=sha256_file(gguf_path),
+            accuracy_level=accuracy_level, exact=accuracy_level in EXACT_ACCURACY_LEVELS, imported=len(imported),
+            weights=plan, size_mb={"before": round(sum(e.size for e in manifest.files.values()) / 1e6, 2),
+                                   "after": round(after / 1e6, 2)}).to_dict()
         write_manifest(tmp, m)
     return m

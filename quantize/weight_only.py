@@ -5,13 +5,11 @@ two ops, so we quantize it once and point GatherBlockQuantized and MatMulNBits a
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx_edge.quantize.config import QuantConfig, QuantizeError
+from onnx_edge.quantize.config import BlockFormat, QuantizeError
 from onnx_edge.quantize.ort_logging import quiet
 from onnx_edge.quantize.graph_edit import (
     MS_DOMAIN, add_initializer, consumers, ensure_ms_opset, initializer_map, matmul_weights, remove_initializer,
@@ -21,35 +19,35 @@ EMBED = "model.embed_tokens.weight"
 LM_HEAD = "lm_head.weight"
 
 
-def quantize_linear_layers(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str],
+def quantize_linear_layers(model: onnx.ModelProto, fmt: BlockFormat, keep: set[str],
                            calibration_reader=None) -> onnx.ModelProto:
     """MatMul with constant B -> MatMulNBits for every linear weight not in `keep`."""
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
     exclude = [node.name for name, node in matmul_weights(model).items() if name in keep]
-    accuracy = cfg.accuracy_level or None
-    if cfg.algorithm == "rtn":
-        algo = mnq.DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=cfg.symmetric,
-                                                accuracy_level=accuracy, bits=cfg.bits,
+    accuracy = fmt.accuracy_level or None
+    if fmt.algorithm == "rtn":
+        algo = mnq.DefaultWeightOnlyQuantConfig(block_size=fmt.block_size, is_symmetric=fmt.symmetric,
+                                                accuracy_level=accuracy, bits=fmt.bits,
                                                 op_types_to_quantize=("MatMul",))
-    elif cfg.algorithm == "hqq":
+    elif fmt.algorithm == "hqq":
         try:
             import torch  # noqa: F401  onnxruntime's HQQ runs on torch tensors
         except ImportError:
             raise QuantizeError("--algorithm hqq needs torch (pip install 'onnx-edge-kit[export]')") from None
-        algo = mnq.HQQWeightOnlyQuantConfig(block_size=cfg.block_size, bits=cfg.bits, op_types_to_quantize=("MatMul",))
+        algo = mnq.HQQWeightOnlyQuantConfig(block_size=fmt.block_size, bits=fmt.bits, op_types_to_quantize=("MatMul",))
     else:  # gptq
         if calibration_reader is None:
             raise QuantizeError("gptq needs calibration text")
-        algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration_reader, block_size=cfg.block_size,
+        algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration_reader, block_size=fmt.block_size,
                                              op_types_to_quantize=("MatMul",))
-    quantizer = mnq.MatMulNBitsQuantizer(model, bits=cfg.bits, block_size=cfg.block_size,
-                                         is_symmetric=cfg.symmetric, accuracy_level=accuracy,
+    quantizer = mnq.MatMulNBitsQuantizer(model, bits=fmt.bits, block_size=fmt.block_size,
+                                         is_symmetric=fmt.symmetric, accuracy_level=accuracy,
                                          nodes_to_exclude=exclude, algo_config=algo)
     with quiet():
         quantizer.process()
     out = quantizer.model.model
-    if cfg.algorithm == "gptq" and accuracy is not None:
+    if fmt.algorithm == "gptq" and accuracy is not None:
         for node in out.graph.node:  # onnxruntime's GPTQ path leaves accuracy_level unset
             if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
                 node.attribute.append(helper.make_attribute("accuracy_level", accuracy))
@@ -90,8 +88,9 @@ def table_block_size(hidden: int, wanted: int) -> int:
     raise QuantizeError(f"hidden size {hidden} is not a multiple of 16; keep the tables with --embeddings keep")
 
 
-def quantize_tables(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str]) -> list[str]:
-    """Quantize the embedding table and the lm_head (tied or not). Returns the names quantized."""
+def quantize_tables(model: onnx.ModelProto, fmt: BlockFormat, keep: set[str]) -> list[str]:
+    """Quantize the embedding table and the lm_head (tied or not), always round-to-nearest. Returns the names
+    quantized."""
     inits = initializer_map(model)
     done = []
     for name in (EMBED, LM_HEAD):
@@ -102,23 +101,22 @@ def quantize_tables(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str]) ->
         if any(u.op_type not in ("Gather", "Gemm") for u in users):
             continue
         n, k = table.shape
-        block = table_block_size(k, cfg.block_size)
-        cfg = dataclasses.replace(cfg, block_size=block)
-        packed, scales, zp = block_quantize(table, cfg.bits, block, cfg.symmetric)
+        block = table_block_size(k, fmt.block_size)
+        packed, scales, zp = block_quantize(table, fmt.bits, block, fmt.symmetric)
         kb = k // block
-        data = add_initializer(model, packed, f"{name}.q{cfg.bits}")  # shared by Gather and Gemm users
+        data = add_initializer(model, packed, f"{name}.q{fmt.bits}")  # shared by Gather and Gemm users
         new_nodes = {}
         for user in users:
             if user.op_type == "Gather":
                 inputs = [data, user.input[1], add_initializer(model, scales.reshape(n, kb, 1), f"{name}.gather_scales")]
-                if not cfg.symmetric:
-                    inputs.append(add_initializer(model, unpack_zero_points(zp, cfg.bits, kb).reshape(n, kb, 1),
+                if not fmt.symmetric:
+                    inputs.append(add_initializer(model, unpack_zero_points(zp, fmt.bits, kb).reshape(n, kb, 1),
                                                   f"{name}.gather_zero_points"))
                 gathered = user.output[0] + "/blocks"  # (B, S, k_blocks, block)
                 new_nodes[user.name] = [
                     helper.make_node("GatherBlockQuantized", inputs, [gathered], name=user.name + "/q",
-                                     domain=MS_DOMAIN, gather_axis=0, quantize_axis=2, block_size=cfg.block_size,
-                                     bits=cfg.bits),
+                                     domain=MS_DOMAIN, gather_axis=0, quantize_axis=2, block_size=block,
+                                     bits=fmt.bits),
                     helper.make_node("Reshape", [gathered, add_initializer(model, np.array([0, 0, k], np.int64),
                                                                            f"{name}.gather_shape")],
                                      [user.output[0]], name=user.name + "/q_reshape"),
@@ -127,11 +125,11 @@ def quantize_tables(model: onnx.ModelProto, cfg: QuantConfig, keep: set[str]) ->
                 if not any(a.name == "transB" and a.i == 1 for a in user.attribute):
                     raise QuantizeError(f"{user.name}: expected Gemm with transB=1 on {name}")
                 inputs = [user.input[0], data, add_initializer(model, scales, f"{name}.scales")]
-                if not cfg.symmetric:
+                if not fmt.symmetric:
                     inputs.append(add_initializer(model, zp, f"{name}.zero_points"))
-                attrs = dict(K=k, N=n, bits=cfg.bits, block_size=cfg.block_size)
-                if cfg.accuracy_level:
-                    attrs["accuracy_level"] = cfg.accuracy_level
+                attrs = dict(K=k, N=n, bits=fmt.bits, block_size=block)
+                if fmt.accuracy_level:
+                    attrs["accuracy_level"] = fmt.accuracy_level
                 new_nodes[user.name] = [helper.make_node("MatMulNBits", inputs, list(user.output), name=user.name + "/q",
                                                         domain=MS_DOMAIN, **attrs)]
                 if len(user.input) > 2 and user.input[2]:

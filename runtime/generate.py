@@ -1,20 +1,24 @@
-"""Generation, layered: `decode_steps` yields token ids per step (prefill, then cached decode),
-`stream_generate` turns one sequence into text chunks, `generate_batch` collects Responses."""
+"""Generation in gpt-fast's layers: `prefill` and `decode_one` run the graph on a KV cache, `decode_n` and
+`decode_steps` yield token ids, `stream_generate`, `generate` and `generate_batch` turn them into text and
+Responses. One rule, `_advance`, decides when and why a row stops, on every path."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnx_edge.errors import GenerationError
-from onnx_edge.runtime.sampling import SamplingParams, apply_repetition_penalty, make_sampler
+from onnx_edge.runtime.sampling import SamplingParams, apply_repetition_penalty, bad_option, make_sampler
+from onnx_edge.runtime.session import DecoderSession, KVCache
 from onnx_edge.runtime.streaming import StreamDetokenizer
 
+Picker = Callable[[np.ndarray], np.ndarray]  # (B, vocab) logits -> (B,) int64 token ids
 
-@dataclass
+
+@dataclass(frozen=True)
 class Response:
     text: str
     token_ids: list[int]
@@ -29,7 +33,7 @@ class Response:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chunk:
     text: str  # the new piece; never a split UTF-8 character
     token_id: int | None
@@ -56,9 +60,9 @@ class _Timing:
         return (n - 1) / (self.last - self.first)
 
 
-def _check_lengths(model, prompts: list[list[int]], max_new_tokens: int, truncate: bool) -> list[list[int]]:
+def _check_prompts(model, prompts: list[list[int]], max_new_tokens: int, truncate: bool) -> list[list[int]]:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise GenerationError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        raise bad_option("max_new_tokens", "a positive integer", max_new_tokens)
     ctx = model.shape.context_length
     out = []
     for ids in prompts:
@@ -74,63 +78,114 @@ def _check_lengths(model, prompts: list[list[int]], max_new_tokens: int, truncat
     return out
 
 
+def _check_stop(stop) -> tuple[str, ...]:
+    """`stop` as one string or a list of strings -> a tuple of non-empty strings (a string is one stop string,
+    never its characters)."""
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+        raise bad_option("stop", "a string or a list of non-empty strings", stop)
+    return tuple(stop)
+
+
+def _cancelled(cancel) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+# -- token ids ------------------------------------------------------------------------------------------
+def prefill(session: DecoderSession, cache: KVCache, mask: np.ndarray, ids: np.ndarray,
+            positions: np.ndarray) -> np.ndarray:
+    """Run ids (B, S) at positions (B, S) on top of `cache`, whose rows [0, cache.length) hold what came before
+    (nothing, or a reused prefix); return the last position's logits (B, vocab). `mask` (B, capacity) is the
+    request's whole attention mask: this run uses its first cache.length + S columns."""
+    logits = session.step(ids, mask[:, :cache.length + ids.shape[1]], positions, cache)  # (B, 1, vocab)
+    if cache.token_ids is not None:  # batch 1: what the cache holds, for the next request's prefix reuse
+        cache.token_ids.extend(int(t) for t in ids[0])
+    return logits[:, -1, :]
+
+
+def decode_one(session: DecoderSession, cache: KVCache, mask: np.ndarray, tokens: np.ndarray,
+               positions: np.ndarray) -> np.ndarray:
+    """One cached step: tokens (B,) at positions (B, 1) -> the next logits (B, vocab). The same graph call as
+    the prefill, one token long."""
+    return prefill(session, cache, mask, tokens[:, None], positions)
+
+
+def decode_n(session: DecoderSession, cache: KVCache, mask: np.ndarray, tokens: np.ndarray, positions: np.ndarray,
+             n: int, pick: Picker, cancel=None) -> Iterator[np.ndarray]:
+    """Feed tokens (B,) at positions (B, 1), then each picked token in turn: yield n (B,) token ids, one step
+    each, until `cancel` is set (checked before every step)."""
+    for _ in range(n):
+        if _cancelled(cancel):
+            return
+        tokens = pick(decode_one(session, cache, mask, tokens, positions))
+        positions = positions + 1  # (B, 1)
+        yield tokens
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ids (B, S) and positions (B, S) of the left-padded prompts, and the request's mask (B, capacity): 0 for
+    each row's padding, 1 for everything after it (prompt, then generated tokens), so every step's mask is a
+    prefix of it and nothing is allocated per step."""
+    b, longest = len(prompts), max(len(p) for p in prompts)
+    ids = np.full((b, longest), pad_id, dtype=np.int64)  # (B, S)
+    mask = np.ones((b, capacity), dtype=np.int64)  # (B, capacity), capacity >= S
+    for row, p in enumerate(prompts):
+        ids[row, longest - len(p):] = p
+        mask[row, :longest - len(p)] = 0
+    positions = np.clip(np.cumsum(mask[:, :longest], axis=1) - 1, 0, None)  # (B, S): pads share position 0
+    return ids, positions, mask
+
+
+def _picker(params: SamplingParams, prompts: list[list[int]]) -> Picker:
+    """The sampler, after the repetition penalty over each row's tokens so far (prompt and output) when on."""
+    sampler = make_sampler(params)
+    if params.repetition_penalty == 1.0:
+        return sampler
+    history = [list(p) for p in prompts]
+
+    def pick(logits: np.ndarray) -> np.ndarray:
+        tokens = sampler(apply_repetition_penalty(logits, history, params.repetition_penalty))  # (B,)
+        for seen, t in zip(history, tokens):
+            seen.append(int(t))
+        return tokens
+
+    return pick
+
+
 def decode_steps(model, prompts: list[list[int]], params: SamplingParams, max_new_tokens: int,
                  cancel=None) -> Iterator[np.ndarray]:
-    """Yield (B,) sampled token ids per step. Prompts are left-padded; the KV cache is carried between steps.
+    """Yield (B,) token ids per step: the prefill's, then decode_n's; max_new_tokens of them, fewer where the
+    context ends, none after `cancel` is set. No stop rule: eos is a token like any other here (bench and
+    evaluate take exactly n greedy tokens); the text paths below stop rows with `_advance`.
 
     The cache is allocated once for prompt + new tokens (capped at the context) and written in place
     (see DecoderSession.step). Only the last position's logits are computed. A batch-1 request whose tokens
     start with the tokens of the previous batch-1 request (a chat's next turn) reuses that request's cache
     for the shared prefix and prefills only the rest; the result is the same as a fresh run."""
-    params.validate()
-    sampler = make_sampler(params)
-    sess = model.session
-    b = len(prompts)
+    session = model.session
     longest = max(len(p) for p in prompts)
     budget = min(max_new_tokens, model.shape.context_length - longest)
-    if budget <= 0:
+    if budget <= 0 or _cancelled(cancel):
         return
+    pick = _picker(params, prompts)
+    capacity = longest + budget - 1  # the last picked token is never fed back
     pad_id = model.shape.pad_token_id if model.shape.pad_token_id is not None else 0
-    ids = np.full((b, longest), pad_id, dtype=np.int64)  # (B, S) left-padded
-    mask = np.zeros((b, longest), dtype=np.int64)  # (B, S)
-    for row, p in enumerate(prompts):
-        ids[row, longest - len(p):] = p
-        mask[row, longest - len(p):] = 1
-    positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)  # (B, S): pads share position 0
-    history = [list(p) for p in prompts]
-    # The last sampled token is never fed back, so prompt + budget - 1 rows are written at most.
-    capacity = longest + budget - 1
-    if b == 1:
-        cache, reused = sess.cache_for(list(prompts[0]), capacity)
+    ids, positions, mask = _left_pad(prompts, pad_id, capacity)
+    if len(prompts) == 1:
+        cache, reused = session.cache_for(list(prompts[0]), capacity)
         cache.token_ids = list(prompts[0][:reused])
     else:
-        cache, reused = sess.new_cache(b, capacity), 0
-    # Every mask this request will use is a prefix of one (B, capacity) array: no per-step allocation.
-    full_mask = np.ones((b, max(capacity, longest)), dtype=np.int64)
-    full_mask[:, :longest] = mask
-    ids, positions = ids[:, reused:], positions[:, reused:]
-    total = longest
+        cache, reused = session.new_cache(len(prompts), capacity), 0
     try:
-        for step in range(budget):
-            if cancel is not None and cancel.is_set():
-                return
-            logits = sess.step(ids, full_mask[:, :total], positions, cache)
-            if cache.token_ids is not None:
-                cache.token_ids.extend(int(t) for t in ids[0])
-            last = logits[:, -1, :]  # (B, vocab)
-            if params.repetition_penalty != 1.0:
-                last = apply_repetition_penalty(last, history, params.repetition_penalty)
-            tokens = np.asarray(sampler(last), dtype=np.int64)  # (B,)
-            for row, t in enumerate(tokens):
-                history[row].append(int(t))
-            yield tokens
-            ids = tokens[:, None]  # (B, 1)
-            positions = positions[:, -1:] + 1  # (B, 1)
-            total += 1
+        tokens = pick(prefill(session, cache, mask, ids[:, reused:], positions[:, reused:]))
+        yield tokens
+        yield from decode_n(session, cache, mask, tokens, positions[:, -1:] + 1, budget - 1, pick, cancel)
     finally:
-        sess.keep(cache)  # batch 1 only: the next turn of a chat can start from it
+        session.keep(cache)  # batch 1 only: the next turn of a chat can start from it
 
 
+# -- text -----------------------------------------------------------------------------------------------
 def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
@@ -147,79 +202,85 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return keep
 
 
+@dataclass
+class _Row:
+    """One sequence's output as it grows; `reason` is set once it stops."""
+
+    detok: StreamDetokenizer
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""  # cut before the first stop string once one appears
+    emitted: int = 0  # text[:emitted] has gone out as chunks
+    reason: str | None = None
+
+
+def _advance(row: _Row, token: int | None, eos_ids: set[int], stops: tuple[str, ...], cancel) -> None:
+    """The one stop rule, for a single prompt and every batch row: feed `token` to a running `row` (None: the
+    decode loop has ended) and set row.reason when it stops. An eos token (left out of the output) or a stop
+    string in the text (the text cut before it) -> "stop"; the loop ending first -> "cancelled" if `cancel`
+    is set, else "length" (max_new_tokens or the context used up)."""
+    if row.reason is not None:
+        return
+    if token is not None and token in eos_ids:
+        row.reason = "stop"
+        return
+    if token is None:
+        row.text += row.detok.flush()
+    else:
+        row.tokens.append(token)
+        row.text += row.detok.add(token)
+    cut = _stop_at(row.text, stops)
+    if cut is not None:
+        row.text, row.reason = row.text[:cut], "stop"
+    elif token is None:
+        row.reason = "cancelled" if _cancelled(cancel) else "length"
+
+
+def _response(row: _Row, prompt_tokens: int, timing: _Timing, decoded: int) -> Response:
+    return Response(text=row.text, token_ids=row.tokens, finish_reason=row.reason, prompt_tokens=prompt_tokens,
+                    generated_tokens=len(row.tokens), ttft_s=timing.ttft(), decode_tps=timing.decode_tps(decoded),
+                    total_s=time.perf_counter() - timing.start)
+
+
 def stream_generate(model, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
                     stop=(), truncate: bool = False, cancel=None) -> Iterator[Chunk]:
-    stops = tuple(stop or ())
-    (prompt_ids,) = _check_lengths(model, [prompt_ids], max_new_tokens, truncate)
-    params.validate()
-    detok = StreamDetokenizer(model.tokenizer, skip_special_tokens=True)
-    timing, tokens, text, emitted = _Timing(), [], "", 0
-    reason = "length"
+    """Text pieces for one prompt as its tokens come (text that could still become a stop string is held
+    back); the last chunk carries the Response."""
+    (prompt_ids,), stops = _check_prompts(model, [prompt_ids], max_new_tokens, truncate), _check_stop(stop)
+    timing, row = _Timing(), _Row(StreamDetokenizer(model.tokenizer))
     for step in decode_steps(model, [prompt_ids], params, max_new_tokens, cancel):
         timing.tick()
         token = int(step[0])
-        if token in model.eos_ids:
-            reason = "stop"
+        _advance(row, token, model.eos_ids, stops, cancel)
+        if row.reason is not None:
             break
-        tokens.append(token)
-        text += detok.add(token)
-        cut = _stop_at(text, stops)
-        if cut is not None:
-            text, reason = text[:cut], "stop"
-            break
-        safe = len(text) - _held_back(text, stops)
-        if safe > emitted:
-            yield Chunk(text[emitted:safe], token)
-            emitted = safe
-    else:
-        if cancel is not None and cancel.is_set():
-            reason = "cancelled"
-    if reason != "stop":
-        text += detok.flush()
-        cut = _stop_at(text, stops)
-        if cut is not None:
-            text, reason = text[:cut], "stop"
-    end = time.perf_counter()
-    response = Response(text=text, token_ids=tokens, finish_reason=reason, prompt_tokens=len(prompt_ids),
-                        generated_tokens=len(tokens),
-                        ttft_s=timing.ttft(), decode_tps=timing.decode_tps(len(tokens)),
-                        total_s=end - timing.start)
-    yield Chunk(text[emitted:], None, response)
+        safe = len(row.text) - _held_back(row.text, stops)
+        if safe > row.emitted:
+            yield Chunk(row.text[row.emitted:safe], token)
+            row.emitted = safe
+    _advance(row, None, model.eos_ids, stops, cancel)
+    yield Chunk(row.text[row.emitted:], None, _response(row, len(prompt_ids), timing, len(row.tokens)))
+
+
+def generate(model, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
+             stop=(), truncate: bool = False, cancel=None) -> Response:
+    """One prompt's Response: stream_generate's chunks, collected."""
+    for chunk in stream_generate(model, prompt_ids, params, max_new_tokens, stop, truncate, cancel):
+        pass
+    return chunk.response
 
 
 def generate_batch(model, prompts: list[list[int]], params: SamplingParams, max_new_tokens: int,
                    stop=(), truncate: bool = False, cancel=None) -> list[Response]:
-    """Batch of B prompts; rows finish independently (eos, stop string, length)."""
-    if len(prompts) == 1:
-        *_, last = stream_generate(model, prompts[0], params, max_new_tokens, stop, truncate, cancel)
-        return [last.response]
-    stops = tuple(stop or ())
-    prompts = _check_lengths(model, prompts, max_new_tokens, truncate)
-    timing = _Timing()
-    out = [[] for _ in prompts]
-    reasons = [None] * len(prompts)
+    """B prompts in one left-padded batch; rows stop independently, by the same rule as a single prompt."""
+    prompts, stops = _check_prompts(model, prompts, max_new_tokens, truncate), _check_stop(stop)
+    timing, rows = _Timing(), [_Row(StreamDetokenizer(model.tokenizer)) for _ in prompts]
     for step in decode_steps(model, prompts, params, max_new_tokens, cancel):
         timing.tick()
-        for row, t in enumerate(step):
-            if reasons[row] is not None:
-                continue
-            if int(t) in model.eos_ids:
-                reasons[row] = "stop"
-            else:
-                out[row].append(int(t))
-                if stops and _stop_at(model.tokenizer.decode(out[row]), stops) is not None:
-                    reasons[row] = "stop"
-        if all(r is not None for r in reasons):
+        for row, token in zip(rows, step):
+            _advance(row, int(token), model.eos_ids, stops, cancel)
+        if all(row.reason is not None for row in rows):
             break
-    end = time.perf_counter()
-    responses = []
-    for row, tokens in enumerate(out):
-        text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = _stop_at(text, stops)
-        if cut is not None:
-            text = text[:cut]
-        responses.append(Response(
-            text=text, token_ids=tokens, finish_reason=reasons[row] or "length", prompt_tokens=len(prompts[row]),
-            generated_tokens=len(tokens), ttft_s=timing.ttft(), decode_tps=timing.decode_tps(max(map(len, out))),
-            total_s=end - timing.start))
-    return responses
+    for row in rows:
+        _advance(row, None, model.eos_ids, stops, cancel)
+    longest = max(len(row.tokens) for row in rows)
+    return [_response(row, len(p), timing, longest) for row, p in zip(rows, prompts)]

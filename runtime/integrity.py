@@ -24,7 +24,6 @@ cache in hash_cache.py.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import mmap
 import os
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnx_edge.errors import IntegrityError
+from onnx_edge.manifest import Manifest, sha256_stream
 from onnx_edge.runtime.onnx_proto import GraphInterface, TensorRef, interface, tensors
 from onnx_edge.runtime.hash_cache import HashCache
 from onnx_edge.runtime.onnx_proto import Malformed as _Malformed
@@ -165,13 +165,10 @@ def open_checked(path: Path, expected: os.stat_result) -> int:
     return fd
 
 
-def sha256_fd(fd: int, chunk: int = 1 << 20) -> str:
+def sha256_fd(fd: int) -> str:
     """sha256 of an open file descriptor (closed afterwards)."""
-    digest = hashlib.sha256()
     with os.fdopen(fd, "rb", closefd=True) as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(fh)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +261,7 @@ def check_model_file(folder: Path, model_file: str, st: os.stat_result,
     return ModelInfo(external, iface)
 
 
-def verify_files(folder: str | os.PathLike, manifest, check_hashes: bool = True,
+def verify_files(folder: str | os.PathLike, manifest: Manifest, check_hashes: bool = True,
                  use_cache: bool = False):
     """Raise IntegrityError unless the folder is safe to open and matches its manifest.
 

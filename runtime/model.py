@@ -12,7 +12,7 @@ from onnx_edge.manifest import Manifest, read_manifest
 from onnx_edge.runtime.integrity import verify_files
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.chat import load_chat_template, render_chat
-from onnx_edge.runtime.generate import Chunk, Response, generate_batch, stream_generate
+from onnx_edge.runtime.generate import Chunk, Response, generate, generate_batch, stream_generate
 from onnx_edge.runtime.providers import resolve_provider
 from onnx_edge.runtime.sampling import SamplingParams
 from onnx_edge.runtime.session import DecoderSession, check_threads
@@ -56,39 +56,42 @@ class EdgeModel:
 
     def generate(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
                  max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
-                 cancel=None, **sampling) -> Response:
-        """Generate for one prompt (or chat `messages`); sampling keywords go to SamplingParams."""
-        ids = self.encode(prompt, messages, chat)
-        return generate_batch(self, [ids], SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate,
-                              cancel)[0]
+                 cancel=None, params: SamplingParams | None = None, **sampling) -> Response:
+        """Generate for one prompt (or chat `messages`); sampling as `params` or as SamplingParams keywords."""
+        params = _sampling(params, sampling)
+        return generate(self, self.encode(prompt, messages, chat), params, max_new_tokens, stop, truncate, cancel)
 
     def stream(self, prompt: str | None = None, *, messages: list[dict] | None = None, chat: bool | None = None,
                max_new_tokens: int = 128, stop: list[str] | tuple[str, ...] = (), truncate: bool = False,
-               cancel=None, **sampling) -> Iterator[Chunk]:
+               cancel=None, params: SamplingParams | None = None, **sampling) -> Iterator[Chunk]:
         """Yield text pieces as they are generated; the last chunk carries the full Response."""
-        ids = self.encode(prompt, messages, chat)
-        return stream_generate(self, ids, SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate,
+        params = _sampling(params, sampling)
+        return stream_generate(self, self.encode(prompt, messages, chat), params, max_new_tokens, stop, truncate,
                                cancel)
 
     def generate_batch(self, prompts: list[str], *, chat: bool | None = None, max_new_tokens: int = 128,
-                       stop: list[str] | tuple[str, ...] = (), truncate: bool = False, **sampling) -> list[Response]:
+                       stop: list[str] | tuple[str, ...] = (), truncate: bool = False, cancel=None,
+                       params: SamplingParams | None = None, **sampling) -> list[Response]:
         """Several prompts in one left-padded batch; each response equals its own batch-1 run."""
         if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
             raise GenerationError("generate_batch takes a list of prompt strings (use generate for one prompt)")
         if not prompts:
             raise GenerationError("no prompts given")
+        params = _sampling(params, sampling)
         ids = [self.encode(p, None, chat) for p in prompts]
-        return generate_batch(self, ids, SamplingParams(**sampling), max_new_tokens, check_stop(stop), truncate, None)
+        return generate_batch(self, ids, params, max_new_tokens, stop, truncate, cancel)
 
 
-def check_stop(stop) -> tuple[str, ...]:
-    """`stop` as one string or a list of strings -> a tuple of non-empty strings (a string is one stop string,
-    never its characters)."""
-    if isinstance(stop, str):
-        stop = (stop,)
-    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
-        raise GenerationError(f"stop must be a string or a list of non-empty strings, got {stop!r}"[:200])
-    return tuple(stop)
+def _sampling(params: SamplingParams | None, keywords: dict) -> SamplingParams:
+    """The request's SamplingParams: `params` as given (already checked), or built, and so checked, from
+    keywords."""
+    if params is None:
+        return SamplingParams(**keywords)
+    if not isinstance(params, SamplingParams):
+        raise GenerationError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if keywords:
+        raise GenerationError(f"give sampling as params= or as keywords, not both (got {', '.join(keywords)})")
+    return params
 
 
 def load(path: str | os.PathLike, provider: str = "auto", *, verify: bool = True, threads: int | None = None,

@@ -24,14 +24,15 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_penalty(penalty) -> None:
-    if not _is_real(penalty) or not math.isfinite(penalty) or penalty <= 0:
-        raise GenerationError(f"repetition_penalty must be a finite number > 0, got {penalty!r}")
+def bad_option(name: str, rule: str, value) -> GenerationError:
+    """The error for a generation option a caller set: named as keyword and as CLI flag, since either was typed."""
+    return GenerationError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got {value!r}"[:200])
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens; the defaults are plain greedy decoding."""
+    """How to pick tokens; the defaults are plain greedy decoding. Checked once, when built (frozen, so every
+    later reader trusts it; `dataclasses.replace` builds, and so checks, a new one)."""
 
     temperature: float = 0.0  # 0 = greedy (argmax); everything else below is then ignored
     top_k: int = 0  # 0 = off
@@ -41,30 +42,32 @@ class SamplingParams:
     seed: int | None = None  # None = fresh OS entropy each sampler
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise GenerationError naming the first bad field; fields can be reassigned, so callers re-check."""
+        """Raise GenerationError naming the first bad field; store Fractions and numpy scalars as plain float /
+        int."""
         for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if _is_real(value) and not isinstance(value, float):
-                setattr(self, name, float(value))  # Fraction, Decimal, numpy scalars -> plain float
+            if _is_real(getattr(self, name)):
+                object.__setattr__(self, name, float(getattr(self, name)))
         t = self.temperature
         # `not x >= 0` is also true for NaN, so NaN never slips through a range check.
         if not _is_real(t) or not math.isfinite(t) or not t >= 0:
-            raise GenerationError(f"temperature must be a finite number >= 0, got {t!r}")
+            raise bad_option("temperature", "a finite number >= 0", t)
         if not _is_int(self.top_k) or self.top_k < 0:
-            raise GenerationError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+            raise bad_option("top_k", "an integer >= 0 (0 = off)", self.top_k)
         p = self.top_p
         if not _is_real(p) or not (0 < p <= 1):
-            raise GenerationError(f"top_p must be a number in (0, 1], got {p!r}")
+            raise bad_option("top_p", "a number in (0, 1]", p)
         m = self.min_p
         if not _is_real(m) or not (0 <= m < 1):
-            raise GenerationError(f"min_p must be a number in [0, 1), got {m!r}")
-        _check_penalty(self.repetition_penalty)
+            raise bad_option("min_p", "a number in [0, 1)", m)
+        r = self.repetition_penalty
+        if not _is_real(r) or not math.isfinite(r) or r <= 0:
+            raise bad_option("repetition_penalty", "a finite number > 0", r)
         # numpy's SeedSequence rejects negative seeds; say so in our terms instead.
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise GenerationError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+            raise bad_option("seed", "an integer >= 0 or None", self.seed)
+        object.__setattr__(self, "top_k", int(self.top_k))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
 
 
 def _check_logits(logits: np.ndarray) -> np.ndarray:
@@ -124,7 +127,6 @@ def filtered_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
 
 def make_sampler(params: SamplingParams) -> Callable[[np.ndarray], np.ndarray]:
     """A function (batch, vocab) logits -> (batch,) int64 token ids; same seed and inputs, same ids."""
-    params.validate()
     if params.temperature == 0:
         return _greedy
     # One generator per batch row, each seeded alike: a row of a seeded batch draws exactly what the same
@@ -148,8 +150,8 @@ def make_sampler(params: SamplingParams) -> Callable[[np.ndarray], np.ndarray]:
 def apply_repetition_penalty(
     logits: np.ndarray, token_history: Sequence[Sequence[int]] | np.ndarray, penalty: float
 ) -> np.ndarray:
-    """Hugging Face's penalty: seen tokens' positive logits / penalty, negative ones * penalty; returns a copy."""
-    _check_penalty(penalty)
+    """Hugging Face's penalty: seen tokens' positive logits / penalty, negative ones * penalty; returns a copy.
+    `penalty` comes checked from SamplingParams."""
     out = np.array(_check_logits(logits), copy=True)
     if len(token_history) != out.shape[0]:
         raise ValueError(f"token_history has {len(token_history)} rows but logits has {out.shape[0]}")

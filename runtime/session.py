@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from onnx_edge.errors import GenerationError
 from onnx_edge.manifest import Manifest
 from onnx_edge.models.spec import ModelShape
 from onnx_edge.runtime.memory import anonymous_regions, grown_ranges, collapse_to_huge_pages, released_mapped_pages
-from onnx_edge.runtime.providers import ORT_NAMES, import_ort
+from onnx_edge.runtime.providers import import_ort
 from onnx_edge.targets import TARGETS
 
 KV = list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value), each (B, kv_heads, T, head_dim)
@@ -132,14 +131,13 @@ class DecoderSession:
         # validation, quality and quantization sessions (forward() only) never pay for it.
         self.huge_pages = provider == "cpu" and os.environ.get("ONNX_EDGE_HUGE_PAGES", "1") != "0"
         before = anonymous_regions() if self.huge_pages else None
-        self.huge_page_bytes = 0  # what the first new_cache() collapsed, and how long it took
-        self.huge_page_seconds = 0.0
+        self.huge_page_bytes = 0  # what the first new_cache() collapsed
         data_files = [folder / name for name in manifest.files if name != manifest.model_file]
         release = model_bytes is None and os.environ.get("ONNX_EDGE_RELEASE_MAPPED", "1") != "0"
         # A DirectML folder keeps DirectML's options wherever it runs, so its CPU check exercises them too.
         options = session_options(ort, self.threads, running.mem_pattern and folder_target.mem_pattern)
         with released_mapped_pages(data_files if release else []):
-            self.session = ort.InferenceSession(model, sess_options=options, providers=[ORT_NAMES[provider]])
+            self.session = ort.InferenceSession(model, sess_options=options, providers=[running.ort_name])
         # The ranges to collapse are fixed now: later allocations of the process are none of our business.
         self._huge_ranges = grown_ranges(before) if before is not None else None
         n = self.shape.num_layers
@@ -184,9 +182,7 @@ class DecoderSession:
         """A cache for `batch` rows and up to `capacity` positions (prompt + new tokens, left padding included)."""
         if self._huge_ranges is not None:  # once per session, before its first generation
             ranges, self._huge_ranges = self._huge_ranges, None
-            start = time.perf_counter()
             self.huge_page_bytes = collapse_to_huge_pages(ranges)
-            self.huge_page_seconds = time.perf_counter() - start
         shape = self.shape
         capacity = max(1, int(capacity))
         if not self.shared_kv:

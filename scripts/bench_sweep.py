@@ -56,7 +56,7 @@ def random_llama(folder: Path, key: str, tokenizer_from: Path, seed: int = 0) ->
     from onnx_edge import __version__
     from onnx_edge.export.exporter import save_model
     from onnx_edge.export.fused import build_fused_decoder
-    from onnx_edge.manifest import IOSpec, Manifest, write_manifest
+    from onnx_edge.manifest import Manifest, write_manifest
     from onnx_edge.models import get_spec
     from onnx_edge.models.spec import ModelShape
 
@@ -92,8 +92,7 @@ def random_llama(folder: Path, key: str, tokenizer_from: Path, seed: int = 0) ->
     freqs = np.outer(np.arange(ctx, dtype=np.float64), inv_freq)  # (ctx, d/2)
     rope = (np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32))
 
-    io = IOSpec(position_ids="position_ids")
-    proto = build_fused_decoder(spec, shape, w, rope, opset=17, io=io, producer_version=__version__)
+    proto, io = build_fused_decoder(spec, shape, w, rope, opset=17, producer_version=__version__)
     del w  # the proto holds its own copy; free ours before saving
     folder.mkdir(parents=True)
     save_model(proto, folder)
@@ -133,10 +132,11 @@ def copy_tokenizer(src: Path, dst: Path, vocab: int) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def _bench(folder: Path, args, prompt_tokens: int) -> dict:
-    from onnx_edge.evaluate.bench import bench
+    from onnx_edge.evaluate.bench import BenchParams, bench
 
-    r = bench(folder, provider="cpu", prompt_tokens=prompt_tokens, gen_tokens=args.gen_tokens, runs=args.runs,
-              threads=args.threads, warmup=args.warmup).to_dict()
+    params = BenchParams(prompt_tokens=prompt_tokens, gen_tokens=args.gen_tokens, runs=args.runs,
+                         threads=args.threads, warmup=args.warmup)
+    r = bench([folder], params)[0].to_dict()
     log(f"{folder.name} @ {prompt_tokens}: prefill {r['prefill_tps']:.1f} tok/s, decode {r['decode_tps']:.1f} tok/s, "
         f"TTFT {r['ttft_s'] * 1e3:.0f} ms, peak RSS {r['peak_rss_mb']:.0f} MB")
     return r
@@ -173,12 +173,12 @@ def sweep_sizes(args) -> dict:
             for precision in args.precisions.split(","):
                 target = folder
                 if precision != "fp32":
-                    from onnx_edge.quantize import quantize
+                    from onnx_edge.quantize import QuantConfig, quantize
 
                     target = args.work / f"random-{key}-{precision}"
                     shutil.rmtree(target, ignore_errors=True)
                     t = time.perf_counter()
-                    quantize(folder, target, precision, report=False)
+                    quantize(folder, target, QuantConfig(precision=precision, report=False))
                     log(f"quantized to {precision} in {time.perf_counter() - t:.0f} s")
                 try:
                     r = _bench(target, args, args.prompt_tokens)

@@ -122,8 +122,8 @@ def path_cases(p: Probe) -> None:
     for target in targets:
         if target.endswith("a.txt"):
             continue  # an existing file named by --html is replaced (atomically), as `>` would
-        p.run(f"compare --html {target!r}", "compare", p.fp32, "--no-speed", "--context", "16", "--max-windows", "1",
-              "--gen-tokens", "1", "--html", target, guard=(p.fp32,))
+        p.run(f"compare --html {target!r}", "compare", p.fp32, "--no-speed", "--context", "16", "--eval-windows", "1",
+              "--agreement-tokens", "1", "--html", target, guard=(p.fp32,))
     os.chdir(p.work)
 
 

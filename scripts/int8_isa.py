@@ -54,7 +54,7 @@ QEMU = ["qemu-x86_64", "-cpu", "Haswell"]
 
 
 def build(model: str, workdir: Path, names: list[str], context: int, windows: int) -> Path:
-    from onnx_edge.quantize import quantize
+    from onnx_edge.quantize import QuantConfig, quantize
 
     if model == "tiny":
         from onnx_edge.export import export
@@ -66,7 +66,7 @@ def build(model: str, workdir: Path, names: list[str], context: int, windows: in
     else:
         fp32 = Path(model).absolute()
     for name in names:
-        quantize(fp32, workdir / name, **VARIANTS[name], context=context, eval_windows=windows, report=False,
+        quantize(fp32, workdir / name, QuantConfig(**VARIANTS[name], context=context, eval_windows=windows, report=False),
                  force=True)
     return fp32
 
@@ -97,12 +97,12 @@ def score(fp32: Path, workdir: Path, names: list[str], context: int, windows: in
 def speed(workdir: Path, names: list[str], fp32: Path) -> dict:
     """Native prefill and decode tok/s (bench's in-process measurement: up to 256 prompt tokens, 64 generated)."""
     from onnx_edge.manifest import read_manifest
-    from onnx_edge.evaluate.bench import bench_in_process
+    from onnx_edge.evaluate.bench import BenchParams, bench_in_process
 
     ctx = read_manifest(fp32).architecture["context_length"]
     res = {}
     for name, folder in [("fp32", fp32)] + [(n, workdir / n) for n in names]:
-        r = bench_in_process(folder, prompt_tokens=min(256, ctx // 2), gen_tokens=min(64, ctx // 4), runs=3)
+        r = bench_in_process(folder, BenchParams(prompt_tokens=min(256, ctx // 2), gen_tokens=min(64, ctx // 4)))
         res[name] = dict(prefill_tok_s=r.prefill_tps, decode_tok_s=r.decode_tps)
     return res
 

@@ -188,14 +188,12 @@ def quantize_encoder(fp32, word_table: str, s: Scheme, reader):
     if s.scheme != "weight_only":  # as api.apply: the int8 quantizer needs every activation's type
         model = onnx.shape_inference.infer_shapes(model)
     if s.tables != "fp32":
-        table_cfg = dataclasses.replace(cfg, scheme="weight_only", algorithm="rtn")
-        if s.tables == "int8":
-            table_cfg = dataclasses.replace(table_cfg, precision="int8", keep_precision="fp32")
+        table_format = dataclasses.replace(cfg.blocks, bits=8 if s.tables == "int8" else cfg.bits)
         rename_initializer(model, word_table, EMBED)
-        if quantize_tables(model, table_cfg, keep=set()) != [EMBED]:
+        if quantize_tables(model, table_format, keep=set()) != [EMBED]:
             raise RuntimeError("the word-embedding table was not quantized")
     if s.scheme == "weight_only":
-        return quantize_linear_layers(model, cfg, keep=set(), calibration_reader=None)
+        return quantize_linear_layers(model, cfg.blocks, keep=set(), calibration_reader=None)
     return quantize_int8(model, cfg, keep=set(), reader=reader if s.scheme == "static" else None)
 
 

@@ -73,12 +73,12 @@ class Scheme:
     accuracy_level: int = 0  # MatMulNBits: 4 = int8 activations
     tables: str = "same"  # the embedding table (and a tied lm_head): "same" precision, "int8", or "fp32"
 
-    def config(self):
-        from onnx_edge.quantize.config import QuantConfig
+    def config(self, **options):
+        from onnx_edge.quantize import QuantConfig
 
         return QuantConfig(precision=self.precision, scheme=self.scheme, block_size=self.block_size,
                            symmetric=self.symmetric, algorithm=self.algorithm,
-                           accuracy_level=self.accuracy_level)
+                           accuracy_level=self.accuracy_level, **options)
 
 
 def _rtn(bits: int, sym: bool, block: int, **kw) -> Scheme:
@@ -123,14 +123,10 @@ def run_tiny(args, schemes: list[Scheme], work: Path) -> dict:
         print(f"[tiny/{arch}] exported ({res['export_s']} s, {size_fp32} MB)", flush=True)
         for s in schemes:
             t = time.perf_counter()
-            kw = dict(precision=s.precision, scheme=s.scheme, block_size=s.block_size, symmetric=s.symmetric,
-                      algorithm=s.algorithm, accuracy_level=s.accuracy_level)
-            if s.tables == "int8":
-                kw.update(keep=("model.embed_tokens", "lm_head"), keep_precision="int8")
-            elif s.tables == "fp32":
-                kw.update(embeddings="keep")
+            tables = {"int8": dict(keep=("model.embed_tokens", "lm_head"), keep_precision="int8"),
+                      "fp32": dict(embeddings="keep")}.get(s.tables, {})
             try:
-                qman = quantize(fp32, work / f"{arch}-{s.name}", force=True, report=True, **kw)
+                qman = quantize(fp32, work / f"{arch}-{s.name}", s.config(**tables), force=True)
                 qual = qman.quantization["quality"]
                 row = dict(scheme=s.name, kl=qual["kl"], top1=qual["top1"], ppl_ref=qual["perplexity_reference"],
                            ppl=qual["perplexity"], tokens=qual["tokens"],

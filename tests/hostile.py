@@ -13,7 +13,7 @@ import pytest
 from onnx_edge.errors import EdgeError, IntegrityError
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("src", "export", "quantize", "runtime", "models", "scripts")
+SOURCE_DIRS = ("src", "export", "quantize", "runtime", "evaluate", "models", "scripts")
 SECRET = b"root:x:0:0:secret-key-material\n" * 4096  # 128 KiB, large enough for any offset used below
 DATA = "model.onnx.data"
 

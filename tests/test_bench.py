@@ -3,6 +3,7 @@ order, size from the manifest, side-by-side CLI output, errors. Speed itself is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -13,10 +14,11 @@ from onnx_edge.cli import cli
 from onnx_edge.errors import EdgeError
 from onnx_edge.manifest import read_manifest
 from onnx_edge.runtime import load
-from onnx_edge.evaluate.bench import (BenchError, BenchResult, bench, bench_in_process, measure, prompt_ids,
-                                     weight_bytes)
+from onnx_edge.evaluate.bench import (BenchError, BenchParams, BenchResult, bench, bench_in_process, measure,
+                                      prompt_ids, weight_bytes)
 
 SIZES = dict(prompt_tokens=12, gen_tokens=5, runs=2, warmup=1)
+PARAMS = BenchParams(provider="cpu", threads=1, **SIZES)
 JSON_FIELDS = {"prefill_tps", "decode_tps", "ttft_s", "peak_rss_mb", "size_mb", "gbps", "stats", "precision",
                "provider", "threads", "prompt_tokens", "gen_tokens", "runs", "warmup", "path", "name", "weight_mb",
                "load_s", "prompt_sha256", "output_sha256", "context_length"}
@@ -62,7 +64,7 @@ def test_prompt_ids_deterministic_and_exact(model):
 
 def test_measure_counts_exactly_gen_tokens(model):
     ids = prompt_ids(model.tokenizer, 10, model.shape.vocab_size)
-    timings = measure(model, ids, gen_tokens=6, runs=3, warmup=0)
+    timings = measure(model, ids, BenchParams(prompt_tokens=10, gen_tokens=6, runs=3, warmup=0))
     assert len(timings) == 3
     for t in timings:
         assert len(t.output_ids) == 6 and t.gen_tokens == 6 and t.prompt_tokens == 10
@@ -77,12 +79,12 @@ def test_eos_does_not_stop_the_count(model):
     # Generate enough tokens that a tiny random model is very likely to emit its eos at least once;
     # whatever it emits, the count must be exact.
     ids = prompt_ids(model.tokenizer, 4, model.shape.vocab_size)
-    (t,) = measure(model, ids, gen_tokens=40, runs=1, warmup=0)
+    (t,) = measure(model, ids, BenchParams(prompt_tokens=4, gen_tokens=40, runs=1, warmup=0))
     assert len(t.output_ids) == 40
 
 
 def test_bench_subprocess_result(folder):
-    result = bench(folder, provider="cpu", threads=1, **SIZES)
+    (result,) = bench([folder], PARAMS)
     assert isinstance(result, BenchResult)
     data = json.loads(json.dumps(result.to_dict()))
     _check_result(data, folder, SIZES["prompt_tokens"], SIZES["gen_tokens"], SIZES["runs"])
@@ -90,8 +92,8 @@ def test_bench_subprocess_result(folder):
 
 
 def test_in_process_matches_subprocess_tokens(folder):
-    a = bench_in_process(folder, provider="cpu", threads=1, **SIZES)
-    b = bench(folder, provider="cpu", threads=1, **SIZES)
+    a = bench_in_process(folder, PARAMS)
+    (b,) = bench([folder], PARAMS)
     assert a.prompt_sha256 == b.prompt_sha256 and a.output_sha256 == b.output_sha256
 
 
@@ -128,9 +130,9 @@ def test_cli_table(folder, tmp_path):
 def test_prompt_longer_than_context(folder):
     ctx = read_manifest(folder).architecture["context_length"]
     with pytest.raises(BenchError, match="context"):
-        bench(folder, prompt_tokens=ctx + 1, gen_tokens=2)
+        bench([folder], BenchParams(prompt_tokens=ctx + 1, gen_tokens=2))
     with pytest.raises(EdgeError, match="context"):  # prompt fits, prompt + generated does not
-        bench_in_process(folder, prompt_tokens=ctx - 2, gen_tokens=4)
+        bench_in_process(folder, BenchParams(prompt_tokens=ctx - 2, gen_tokens=4))
     result = CliRunner().invoke(cli, ["bench", str(folder), "--prompt-tokens", str(ctx + 1)])
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -145,6 +147,18 @@ def test_cli_bad_sizes_are_one_line_errors(folder, args):
     assert [line for line in result.output.splitlines() if line.strip()][0].startswith("error: ")
 
 
+def test_bench_params_are_checked_once_made():
+    for bad in ({"gen_tokens": 1}, {"runs": 0}, {"warmup": -1}, {"prompt_tokens": True}, {"threads": 0}):
+        with pytest.raises(EdgeError):
+            BenchParams(**bad)
+    params = BenchParams(prompt_tokens=8, gen_tokens=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.runs = 0
+    params.check_context(12)
+    with pytest.raises(BenchError, match="prompt \\+ generated tokens .* exceeds the model's context of 11"):
+        params.check_context(11)
+
+
 def test_cli_missing_folder(tmp_path):
     result = CliRunner().invoke(cli, ["bench", str(tmp_path / "nope")])
     assert result.exit_code == 1 and result.output.startswith("error: ")
@@ -156,8 +170,8 @@ def test_bench_is_torch_free(folder):
 
     code = f"""
 import json, sys
-from onnx_edge.evaluate.bench import bench_in_process
-r = bench_in_process({str(folder)!r}, provider="cpu", prompt_tokens=6, gen_tokens=3, runs=1, warmup=0, threads=1)
+from onnx_edge.evaluate.bench import BenchParams, bench_in_process
+r = bench_in_process({str(folder)!r}, BenchParams(prompt_tokens=6, gen_tokens=3, runs=1, warmup=0, threads=1))
 leaked = sorted(n for n in sys.modules if n.split(".")[0] in ("torch", "transformers", "optimum"))
 print(json.dumps({{"decode_tps": r.decode_tps, "leaked": leaked}}))
 """

@@ -20,14 +20,18 @@ import pytest
 from click.testing import CliRunner
 
 from onnx_edge.cli import cli
+from onnx_edge.evaluate.bench import BenchParams, bench_in_process
 from onnx_edge.evaluate.compare import CompareOptions, compare
 from onnx_edge.evaluate.quality import SCORING_RULE
 from onnx_edge.evaluate.report_html import render_html
-from onnx_edge.evaluate.variants import ENGINE_GENAI, ENGINE_LLAMA, ENGINE_ORT, CompareError, Variant, describe
+from onnx_edge.evaluate.engine import CompareError, Variant
+from onnx_edge.evaluate.genai_engine import GenaiVariant
+from onnx_edge.evaluate.llama_cpp_engine import GgufVariant
+from onnx_edge.evaluate.variants import OnnxEdgeVariant, describe
 from onnx_edge.manifest import read_manifest, write_manifest
 
-FAST = dict(context=32, max_windows=3, gen_tokens=6, speed=False, prompts=["Hello there", "The quick brown fox"])
-CLI_FAST = ["--context", "32", "--max-windows", "2", "--gen-tokens", "4"]
+FAST = dict(context=32, eval_windows=3, agreement_tokens=6, speed=False, prompts=["Hello there", "The quick brown fox"])
+CLI_FAST = ["--context", "32", "--eval-windows", "2", "--agreement-tokens", "4"]
 
 
 def opts(**kw) -> CompareOptions:
@@ -46,10 +50,10 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def int4(fp32, work) -> Path:
-    from onnx_edge.quantize import quantize
+    from onnx_edge.quantize import QuantConfig, quantize
 
     out = work / "int4"
-    quantize(fp32, out, "int4", context=64, eval_windows=2)
+    quantize(fp32, out, QuantConfig(precision="int4", context=64, eval_windows=2))
     return out
 
 
@@ -144,13 +148,13 @@ def test_perturbations_raise_kl_in_order(fp32, int4, work):
     assert row(report, "int4")["variant"]["precision"].startswith("int4 weight_only")
     assert report.reference["name"] == "model"
     # the reference defaults to the fp32 variant wherever it stands in the list
-    again = compare([describe(str(int4)), describe(str(fp32))], options=opts(max_windows=1, prompts=["Hi"]))
+    again = compare([describe(str(int4)), describe(str(fp32))], options=opts(eval_windows=1, prompts=["Hi"]))
     assert again.reference["precision"] == "fp32" and again.variants[1].is_reference
     # --reference PATH: a folder outside the list becomes the first row; one inside it is just marked
-    outside = compare([describe(str(int4))], describe(str(fp32)), options=opts(max_windows=1, prompts=["Hi"]))
+    outside = compare([describe(str(int4))], describe(str(fp32)), options=opts(eval_windows=1, prompts=["Hi"]))
     assert [r.name for r in outside.variants] == ["model", "int4"] and outside.variants[0].is_reference
     inside = compare([describe(str(fp32)), describe(str(int4))], describe(str(int4)),
-                     options=opts(max_windows=1, prompts=["Hi"]))
+                     options=opts(eval_windows=1, prompts=["Hi"]))
     assert [r.is_reference for r in inside.variants] == [False, True] and inside.variants[1].quality["kl"] == 0
 
 
@@ -177,12 +181,31 @@ class FakeEngine:
         pass
 
 
+@dataclasses.dataclass(frozen=True)
+class FakeTokenizer:
+    vocab: int
+
+    def encode(self, text, add_special_tokens=False):
+        return types.SimpleNamespace(ids=[ord(c) % self.vocab for c in text])
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(65 + i % 26) for i in ids)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class FakeVariant(Variant):
+    kind = "fake"
+    engine = "fake"
+    table: np.ndarray
+
+    def open(self, context):
+        return FakeEngine(self.table)
+
+
 def fake_variant(name: str, table: np.ndarray, **kw) -> Variant:
     vocab = table.shape[0]
-    encoder = lambda text, special: [ord(c) % vocab for c in text]  # noqa: E731
-    return Variant(spec=name, name=name, kind="fake", engine="fake", path=None, precision=kw.pop("precision", "x"),
-                   size_mb=1.0, vocab_size=vocab, context_length=64, encoder=encoder,
-                   opener=lambda ctx: FakeEngine(table), **kw)
+    return FakeVariant(spec=name, name=name, path=None, precision=kw.pop("precision", "x"), size_mb=1.0,
+                       vocab_size=vocab, context_length=64, tokenizer=FakeTokenizer(vocab), table=table, **kw)
 
 
 def test_metric_equals_hand_computation():
@@ -192,7 +215,7 @@ def test_metric_equals_hand_computation():
     cand_table = (ref_table + rng.normal(scale=0.5, size=(vocab, vocab))).astype(np.float32)
     text = "abcdeabcdeabcdeaabbccddee" * 3
     report = compare([fake_variant("ref", ref_table, precision="fp32"), fake_variant("cand", cand_table)],
-                     options=opts(context=context, max_windows=2, gen_tokens=3, prompts=["ab"], text=text))
+                     options=opts(context=context, eval_windows=2, agreement_tokens=3, prompts=["ab"], text=text))
     q = row(report, "cand")["quality"]
     # by hand: the same windows (token_windows: evenly spread whole windows), rows 3 and 4 of each scored
     ids = [ord(c) % vocab for c in text]
@@ -274,7 +297,7 @@ def test_bad_inputs_are_one_line_errors(fp32, tmp_path):
         ([str(tmp_path / "empty")], "not a model folder"),
         ([str(fp32), str(fp32)], "the same variant is given twice"),
         ([str(fp32), "--context", "2"], "context must be at least 4"),
-        ([str(fp32), "--gen-tokens", "0"], "gen-tokens must be an integer >= 1"),
+        ([str(fp32), "--agreement-tokens", "0"], "--agreement-tokens must be an integer >= 1"),
     ):
         res = runner.invoke(cli, ["compare", *args, "--no-speed"])
         assert res.exit_code == 1, (args, res.output)
@@ -287,13 +310,13 @@ def test_bad_inputs_are_one_line_errors(fp32, tmp_path):
 def test_genai_folder_runs_through_the_adapter(fp32, work):
     genai = genai_folder(fp32, work / "genai")
     v = describe(str(genai))
-    assert (v.kind, v.engine, v.precision) == ("genai", ENGINE_GENAI, "fp32")
+    assert (v.kind, v.engine, v.precision) == ("genai", GenaiVariant.engine, "fp32")
     report = compare([describe(str(fp32)), v], options=opts())
     r = row(report, "genai")
     assert r["variant"]["engine"] == "onnxruntime-genai"
     assert r["quality"]["kl"] <= 1e-9 and r["quality"]["top1"] == 1.0
     assert r["generation"]["identical"] == 1.0
-    assert row(report, "model")["variant"]["engine"] == ENGINE_ORT
+    assert row(report, "model")["variant"]["engine"] == OnnxEdgeVariant.engine
 
 
 def test_genai_folder_errors(fp32, work):
@@ -312,6 +335,26 @@ def test_genai_folder_errors(fp32, work):
         describe(str(broken))
 
 
+def test_genai_io_comes_from_the_graph(fp32, work):
+    """The manifest is complete before any session: position_ids fed only where the graph takes it, the KV dtype
+    the graph's (read by runtime.onnx_proto, not patched onto a session)."""
+    from onnx_edge.evaluate.genai_engine import genai_io, read_genai_config
+    from onnx_edge.runtime.onnx_proto import GraphInterface
+
+    genai = work / "genai" if (work / "genai").exists() else genai_folder(fp32, work / "genai")
+    cfg = read_genai_config(genai)
+    kv = (10, ["batch", cfg["num_key_value_heads"], "past", cfg["head_size"]])  # float16
+    inputs = {"input_ids": (7, ["batch", "seq"]), "attention_mask": (7, ["batch", "total"])}
+    inputs |= {f"past_key_values.{i}.{t}": kv for i in range(cfg["num_hidden_layers"]) for t in ("key", "value")}
+    io = genai_io(genai, cfg, GraphInterface(inputs=inputs))
+    assert io.position_ids is None and io.kv_dtype == "float16"
+    inputs["position_ids"] = (7, ["batch", "seq"])
+    assert genai_io(genai, cfg, GraphInterface(inputs=inputs)).position_ids == "position_ids"
+    inputs[next(iter(k for k in inputs if k.startswith("past")))] = (16, kv[1])
+    with pytest.raises(CompareError, match="KV cache element type 16 is not supported"):
+        genai_io(genai, cfg, GraphInterface(inputs=inputs))
+
+
 class _FakeLlama:
     """Stands in for llama_cpp.Llama (the calls compare makes), computing logits with an onnx-edge folder."""
 
@@ -328,6 +371,9 @@ class _FakeLlama:
 
     def tokenize(self, text: bytes, add_bos=True, special=False):
         return self.model.tokenizer.encode(text.decode("utf-8"), add_special_tokens=add_bos).ids
+
+    def detokenize(self, tokens, special=False):
+        return self.model.tokenizer.decode(list(tokens), skip_special_tokens=not special).encode("utf-8")
 
     def n_vocab(self):
         return self.model.shape.vocab_size
@@ -354,11 +400,17 @@ def test_gguf_variant_through_llama_cpp_adapter(fp32, tmp_path, monkeypatch):
     _FakeLlama.folders = {str(gguf): fp32}
     monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=_FakeLlama))
     v = describe(str(gguf))
-    assert (v.kind, v.engine, v.precision) == ("gguf", ENGINE_LLAMA, "gguf Q4_1")
+    assert (v.kind, v.engine, v.precision) == ("gguf", GgufVariant.engine, "gguf Q4_1")
     report = compare([describe(str(fp32)), v], options=opts())
     r = row(report, gguf.name)
     assert r["variant"]["engine"] == "llama.cpp"
     assert r["quality"]["kl"] <= 1e-9 and r["generation"]["identical"] == 1.0
+    # the speed worker's measurement, in this process: bench's prompt ids and greedy tokens, on llama.cpp's loop
+    params = BenchParams(prompt_tokens=8, gen_tokens=4, runs=1, warmup=1)
+    speed, ours = v.bench_here(params), bench_in_process(fp32, params)
+    assert (speed.prompt_tokens, speed.gen_tokens, speed.runs, speed.precision) == (8, 4, 1, "gguf Q4_1")
+    assert (speed.prompt_sha256, speed.output_sha256) == (ours.prompt_sha256, ours.output_sha256)
+    assert speed.decode_tps > 0 and speed.weight_mb == speed.size_mb == gguf.stat().st_size / 1e6
 
 
 def test_pytorch_reference(fp32, tiny_models, int4):
@@ -386,7 +438,7 @@ def test_pytorch_reference_without_torch_names_the_extra(fp32, monkeypatch):
 VARIANT_KEYS = {"variant", "is_reference", "quality", "generation", "speed", "speed_note"}
 QUALITY_KEYS = {"kl", "top1", "perplexity", "perplexity_reference", "tokens", "windows", "context", "per_window_kl",
                 "text", "scoring"}
-GEN_KEYS = {"prompts", "gen_tokens", "matched", "mean_matched", "min_matched", "identical", "tokens"}
+GEN_KEYS = {"prompts", "gen_tokens", "matched", "mean_matched", "min_matched", "identical", "tokens", "sample"}
 SPEED_KEYS = {"prefill_tps", "decode_tps", "ttft_s", "peak_rss_mb", "size_mb", "stats"}
 
 
@@ -434,7 +486,7 @@ def test_cli_with_speed_html_and_genai_worker(fp32, int4, work, tmp_path):
     genai = work / "genai" if (work / "genai").exists() else genai_folder(fp32, work / "genai")
     html_file = tmp_path / "report.html"
     res = CliRunner().invoke(cli, ["compare", str(fp32), str(int4), str(genai), "--json", "--html", str(html_file),
-                                   "--prompt-tokens", "8", "--bench-gen-tokens", "4", "--runs", "1", *CLI_FAST])
+                                   "--prompt-tokens", "8", "--gen-tokens", "4", "--runs", "1", *CLI_FAST])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["speed"]["prompt_tokens"] == 8
@@ -447,8 +499,9 @@ def test_cli_with_speed_html_and_genai_worker(fp32, int4, work, tmp_path):
     parser = _Collect()
     parser.feed(page)
     parser.close()
-    assert parser.tags.count("svg") == 4 and "table" in parser.tags
-    assert "circle" in parser.tags and "polyline" in parser.tags
+    # KL, perplexity, per-window KL; with speed: decode speed, TTFT and peak RSS too
+    assert parser.tags.count("svg") == 6 and "table" in parser.tags
+    assert "circle" in parser.tags and "polyline" in parser.tags and "rect" in parser.tags
     assert not {"script", "link", "img", "iframe"} & set(parser.tags)
     assert "http://" not in page and "https://" not in page and "url(" not in page
     assert not [a for a in parser.attrs if a[0] in ("src", "href")]
@@ -459,7 +512,8 @@ def test_cli_with_speed_html_and_genai_worker(fp32, int4, work, tmp_path):
 def test_html_without_speed_and_log_scale(fp32, int4):
     report = compare([describe(str(fp32)), describe(str(int4))], options=opts())
     page = render_html(report)
-    assert "speed not measured (--no-speed)" in page and page.count("<svg") == 4
+    # no speed run, no speed cards (an empty card said nothing): the subtitle says it was skipped
+    assert "speed not measured (--no-speed)" in page and page.count("<svg") == 3
     d = report.to_dict()
     d["variants"][1]["quality"]["per_window_kl"] = [1e-4, 0.5, 0.0]  # 3.7 decades: log axis, zero drawn hollow
     page = render_html(d)
@@ -469,7 +523,7 @@ def test_html_without_speed_and_log_scale(fp32, int4):
 def test_report_round_trips_through_json(fp32, int4):
     from onnx_edge.evaluate.report import CompareReport, format_table
 
-    report = compare([describe(str(fp32)), describe(str(int4))], options=opts(max_windows=1, prompts=["Hi"]))
+    report = compare([describe(str(fp32)), describe(str(int4))], options=opts(eval_windows=1, prompts=["Hi"]))
     data = json.loads(json.dumps(report.to_dict()))
     again = CompareReport.from_dict(data)
     assert again.to_dict() == data
@@ -482,11 +536,34 @@ def test_compare_cli_is_torch_free(fp32, int4):
     code = f"""
 import json, sys
 from onnx_edge.cli import cli
-cli.main(["compare", {str(fp32)!r}, {str(int4)!r}, "--no-speed", "--json", "--context", "32", "--max-windows", "1",
-          "--gen-tokens", "2"], standalone_mode=False)
+cli.main(["compare", {str(fp32)!r}, {str(int4)!r}, "--no-speed", "--json", "--context", "32", "--eval-windows", "1",
+          "--agreement-tokens", "2"], standalone_mode=False)
 leaked = sorted(n for n in sys.modules if n.split(".")[0] in ("torch", "transformers", "onnx"))
 print(json.dumps({{"leaked": leaked}}))
 """
     res = _run(code)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"leaked": []}
+
+
+def test_evaluate_modules_import_no_cycle():
+    """No loop among evaluate's modules (every import statement, lazy and TYPE_CHECKING ones included): the
+    engine modules never import variants.py or compare.py back."""
+    from tests.test_torch_free import ROOT, imported_modules
+
+    prefix = "onnx_edge.evaluate."
+    graph = {p.stem: {name[len(prefix):].split(".")[0] for _, name in imported_modules(p) if name.startswith(prefix)}
+             for p in sorted((ROOT / "evaluate").glob("*.py"))}
+    assert {"engine", "variants", "genai_engine", "llama_cpp_engine", "speed", "compare", "bench"} <= set(graph)
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, " -> ".join(path[path.index(module):] + [module])
+        if module in done:
+            return
+        for dep in sorted(graph.get(module, ())):
+            visit(dep, path + [module])
+        done.add(module)
+
+    for module in graph:
+        visit(module, [])

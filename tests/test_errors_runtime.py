@@ -169,9 +169,9 @@ def test_provider_errors(exported, provider, needle):
     import onnxruntime
 
     from onnx_edge.runtime import load
-    from onnx_edge.runtime.providers import ORT_NAMES
+    from onnx_edge.targets import TARGETS
 
-    if ORT_NAMES.get(provider) in onnxruntime.get_available_providers():
+    if provider in TARGETS and TARGETS[provider].ort_name in onnxruntime.get_available_providers():
         pytest.skip(f"this onnxruntime build has {provider}")
     err = raises_exactly(ProviderError, load, exported, provider=provider)
     assert needle in str(err)

@@ -165,3 +165,91 @@ def test_other_opsets_export_and_validate(opset, tiny_models, tmp_path):
     m = export(str(tiny_models("llama")), tmp_path / "out", opset=opset)
     assert m.validation["passed"] and m.opset == opset
     assert onnx.load(tmp_path / "out" / "model.onnx", load_external_data=False).opset_import[0].version == opset
+
+
+# Each family's facts as its spec states them (models/*.py): the fused emitter, and the GGUF layout that
+# `export --precision gguf` imports blocks from (architecture name, q/k rows permuted by llama.cpp).
+FAMILY_FACTS = {
+    "gpt2": (True, None),
+    "llama": (True, ("llama", True)),
+    "mistral": (True, ("mistral", False)),
+    "phi3": (True, None),
+    "qwen2": (True, ("qwen2", False)),
+}
+
+
+def test_every_spec_states_its_family_facts():
+    from onnx_edge.models import ArchSpec, GGUFLayout
+
+    assert sorted(FAMILY_FACTS) == ARCHS
+    for arch in ARCHS:
+        spec = get_spec(arch)
+        assert isinstance(spec.fused, bool) and (spec.gguf is None or isinstance(spec.gguf, GGUFLayout))
+        layout = spec.gguf and (spec.gguf.architecture, spec.gguf.permuted_qk)
+        assert (spec.fused, layout) == FAMILY_FACTS[arch], arch
+    # A spec copied with dataclasses.replace must restate its layout, not claim its base's file name.
+    names = [get_spec(a).gguf.architecture for a in ARCHS if get_spec(a).gguf]
+    assert len(names) == len(set(names))
+    # Nothing falls back by omission: a spec without these facts does not build.
+    with pytest.raises(TypeError, match="fused"):
+        ArchSpec(model_type="x", norm="rms", positions="rope", mlp="gated", activation="silu", weights={})
+
+
+def test_gguf_layout_comes_from_the_spec():
+    from onnx_edge.errors import UnsupportedModelError
+    from onnx_edge.models import gguf_layout
+
+    assert gguf_layout("llama") is get_spec("llama").gguf
+    with pytest.raises(UnsupportedModelError, match="llama, mistral, qwen2 tensor layouts, not 'gpt2'"):
+        gguf_layout("gpt2")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_default_export_takes_the_graph_its_spec_says(arch, exported_models):
+    m = read_manifest(exported_models(arch))
+    assert m.graph == ("fused" if get_spec(arch).fused else "reference")
+
+
+def test_a_family_without_a_fused_graph_exports_the_reference(tiny_models, tmp_path, monkeypatch):
+    import dataclasses
+
+    from onnx_edge.models import gpt2
+    from onnx_edge.errors import OutputError
+    from onnx_edge.export import export
+
+    monkeypatch.setattr(gpt2, "SPEC", dataclasses.replace(gpt2.SPEC, fused=False))
+    m = export(str(tiny_models("gpt2")), tmp_path / "auto", validate=False)
+    assert m.graph == "reference" and m.io.kv_mode == "concat" and m.io.logits_to_keep is None
+    with pytest.raises(OutputError, match="no fused graph for gpt2"):
+        export(str(tiny_models("gpt2")), tmp_path / "fused", validate=False, graph="fused")
+    assert not (tmp_path / "fused").exists()
+
+
+def test_builders_return_their_io(tiny_models):
+    """Each graph builder says what I/O it wrote (the manifest's io); two builds share no IOSpec."""
+    from onnx_edge.export.decoder import build_decoder
+    from onnx_edge.export.fused import build_fused_decoder
+    from onnx_edge.manifest import IOSpec
+    from onnx_edge.models import shape_from_config
+
+    spec = get_spec("gpt2")
+    config = json.loads((tiny_models("gpt2") / "config.json").read_text())
+    shape = shape_from_config(spec, config)
+    rng = np.random.default_rng(0)
+    h, n, v, c = shape.hidden_size, shape.intermediate_size, shape.vocab_size, shape.context_length
+    weights = {"embed_tokens.weight": rng.standard_normal((v, h), np.float32),
+               "pos_embed.weight": rng.standard_normal((c, h), np.float32),
+               "final_norm.weight": np.ones(h, np.float32), "final_norm.bias": np.zeros(h, np.float32)}
+    for i in range(shape.num_layers):
+        p = f"layers.{i}."
+        for key, size in (("attn_norm", h), ("mlp_norm", h)):
+            weights[p + key + ".weight"], weights[p + key + ".bias"] = np.ones(size, np.float32), np.zeros(size, np.float32)
+        for key, rows, cols in (("qkv", h, 3 * h), ("o", h, h), ("up", h, n), ("down", n, h)):
+            weights[p + key + ".weight"] = rng.standard_normal((rows, cols), np.float32)
+    proto, io = build_decoder(spec, shape, weights, None)
+    assert io == IOSpec() and proto.graph.output[0].name == io.logits
+    fused_proto, fused = build_fused_decoder(spec, shape, weights, None)
+    assert fused == IOSpec(kv_mode="shared_buffer", logits_to_keep="logits_to_keep")
+    assert fused.logits_to_keep in [i.name for i in fused_proto.graph.input]
+    _, again = build_fused_decoder(spec, shape, weights, None)
+    assert again == fused and again is not fused

@@ -262,7 +262,7 @@ def test_quantize_refuses_before_onnx_reads_or_writes(folder, secret, tmp_path):
     quantize re-saves models, so a crafted one must be refused before onnx.load touches it."""
     import onnx
 
-    from onnx_edge.quantize import quantize
+    from onnx_edge.quantize import QuantConfig, quantize
 
     craft(folder, [("location", "../secret.bin"), ("offset", "0"), ("length", "8192")], "constant")
     before = os.stat(secret)
@@ -276,7 +276,7 @@ def test_quantize_refuses_before_onnx_reads_or_writes(folder, secret, tmp_path):
     onnx.load, onnx.load_model = spy, spy
     try:
         with pytest.raises(IntegrityError, match="secret.bin"):
-            quantize(folder, tmp_path / "q", "int8")
+            quantize(folder, tmp_path / "q", QuantConfig(precision="int8"))
     finally:
         onnx.load, onnx.load_model = real_load, real_load
     assert called == []

@@ -23,9 +23,9 @@ from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 from onnx_edge.quantize.config import QuantizeError  # noqa: E402
-from onnx_edge.quantize.gguf_blocks import (  # noqa: E402
-    BlockWeight, apply_block_weights, import_gguf_folder, read_block_weights,
-)
+from onnx_edge.quantize.gguf_block_graph import apply_block_weights  # noqa: E402
+from onnx_edge.quantize.gguf_block_weights import BlockWeight, read_block_weights  # noqa: E402
+from onnx_edge.quantize.gguf_blocks import import_gguf_folder  # noqa: E402
 
 # A tiny llama: K of every matrix is a multiple of 32.
 SHAPE = dict(num_layers=1, num_heads=4, num_kv_heads=2, head_dim=16, hidden_size=64, intermediate_size=96,
@@ -209,6 +209,21 @@ def test_qwen2_rows_are_not_permuted(tmp_path):
     path, raw = _qkv_gguf(tmp_path, ["Q4_0"] * 3, arch="qwen2")
     want = np.concatenate([gguf_dequant(raw[f"blk.0.attn_{p}.weight"]) for p in "qkv"], axis=0)
     assert np.array_equal(read_block_weights(path, SHAPE)[QKV].dequantize(), want)
+
+
+def test_the_layout_is_read_from_the_family_spec(tmp_path, monkeypatch):
+    """Whether q/k rows are un-permuted is the spec's fact (models/qwen2.py GGUFLayout), not a list here."""
+    import dataclasses
+
+    from onnx_edge.models import qwen2
+
+    path, _ = _qkv_gguf(tmp_path, ["Q8_0"] * 3, arch="qwen2")
+    plain = read_block_weights(path, SHAPE)[QKV].dequantize()
+    layout = dataclasses.replace(qwen2.SPEC.gguf, permuted_qk=True)
+    monkeypatch.setattr(qwen2, "SPEC", dataclasses.replace(qwen2.SPEC, gguf=layout))
+    permuted = read_block_weights(path, SHAPE)[QKV].dequantize()
+    assert not np.array_equal(permuted[:NH * D], plain[:NH * D])
+    assert np.array_equal(permuted[-NKV * D:], plain[-NKV * D:])  # v is never permuted
 
 
 def test_mixed_types_in_one_pack_stay_exact(tmp_path):

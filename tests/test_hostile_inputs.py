@@ -262,8 +262,8 @@ def test_compare_html_of_identical_models(exported, tmp_path):
     twin = tmp_path / "twin"
     shutil.copytree(exported, twin)
     html = tmp_path / "r.html"
-    result = invoke("compare", exported, twin, "--no-speed", "--context", "32", "--max-windows", "2",
-                    "--gen-tokens", "2", "--html", html)
+    result = invoke("compare", exported, twin, "--no-speed", "--context", "32", "--eval-windows", "2",
+                    "--agreement-tokens", "2", "--html", html)
     assert_ok(result)
     assert "<svg" in html.read_text(encoding="utf-8")
 
@@ -292,7 +292,7 @@ def test_compare_html_of_two_exports_of_one_model(exported, tiny_models, tmp_pat
     again = tmp_path / "again"
     export(str(tiny_models("llama")), again)  # the same model exported twice: KL ~1e-12, not 0
     html = tmp_path / "r.html"
-    result = invoke("compare", exported, again, "--no-speed", "--context", "32", "--max-windows", "2",
-                    "--gen-tokens", "2", "--html", html)
+    result = invoke("compare", exported, again, "--no-speed", "--context", "32", "--eval-windows", "2",
+                    "--agreement-tokens", "2", "--html", html)
     assert_ok(result)
     assert "<svg" in html.read_text(encoding="utf-8")

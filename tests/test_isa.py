@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from onnx_edge.quantize import quantize
+from onnx_edge.quantize import QuantConfig, quantize
 from onnx_edge.evaluate.cpu import cpu_isa
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +53,8 @@ def scored(exported_models, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("isa")
     variants = {**STABLE, **SATURATING}
     for name, kwargs in variants.items():
-        quantize(fp32, workdir / name, **kwargs, context=WINDOWS["context"], eval_windows=WINDOWS["windows"],
-                 report=False)
+        quantize(fp32, workdir / name, QuantConfig(**kwargs, context=WINDOWS["context"], eval_windows=WINDOWS["windows"],
+                 report=False))
     names = list(variants)
     return _score([], fp32, workdir, names), _score(QEMU, fp32, workdir, names)
 
@@ -91,12 +91,12 @@ def test_u8s8_saturates_on_avx2_only(scored):
 
 
 def test_quality_report_records_the_cpu_it_ran_on(exported_models, tmp_path):
-    m = quantize(exported_models("llama"), tmp_path / "q", "int8", scheme="dynamic", context=32, eval_windows=1)
+    m = quantize(exported_models("llama"), tmp_path / "q", QuantConfig(precision="int8", scheme="dynamic", context=32, eval_windows=1))
     where = m.quantization["quality"]["measured_on"]
     assert where["int8_kernel"] == cpu_isa()["int8_kernel"] and where["onnxruntime"] and where["features"]
     assert m.quantization["config"]["int8_format"] == "u8u8" and m.quantization["cpu_dependent"] is False
-    sat = quantize(exported_models("llama"), tmp_path / "s", "int8", scheme="dynamic", int8_format="u8s8",
-                   context=32, eval_windows=1)
+    sat = quantize(exported_models("llama"), tmp_path / "s", QuantConfig(precision="int8", scheme="dynamic", int8_format="u8s8",
+                   context=32, eval_windows=1))
     assert sat.quantization["cpu_dependent"] is True
 
 
@@ -107,9 +107,9 @@ def test_compare_says_when_a_report_came_from_other_int8_kernels(exported_models
 
     fp32 = exported_models("llama")
     sat = tmp_path / "u8s8"
-    quantize(fp32, sat, "int8", scheme="dynamic", int8_format="u8s8", context=32, eval_windows=1)
+    quantize(fp32, sat, QuantConfig(precision="int8", scheme="dynamic", int8_format="u8s8", context=32, eval_windows=1))
     report = compare([describe(str(fp32)), describe(str(sat))],
-                     options=CompareOptions(context=32, max_windows=1, prompts=["Hi"], gen_tokens=2, speed=False))
+                     options=CompareOptions(context=32, eval_windows=1, prompts=["Hi"], agreement_tokens=2, speed=False))
     assert report.machine["int8_kernel"] == cpu_isa()["int8_kernel"]
     assert "note:" not in footer(report)  # measured here: nothing to say
     here = report.machine["int8_kernel"]

@@ -162,6 +162,7 @@ def test_a_second_writer_gets_a_clear_error(exported, tmp_path):
 
 def test_a_file_that_appears_during_the_run_is_kept_and_so_is_the_result(exported, tmp_path, monkeypatch):
     import onnx_edge.quantize.api as api
+    from onnx_edge.quantize import QuantConfig
     from onnx_edge.runtime import load
 
     out = tmp_path / "out"
@@ -175,7 +176,7 @@ def test_a_file_that_appears_during_the_run_is_kept_and_so_is_the_result(exporte
 
     monkeypatch.setattr(api, "write_manifest", write_and_meddle)
     with pytest.raises(OutputError, match="changed while this run was writing") as info:
-        api.quantize(exported, out, "int8", context=32, eval_windows=1)
+        api.quantize(exported, out, QuantConfig(precision="int8", context=32, eval_windows=1))
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == ["draft.txt"]
     kept = Path(str(info.value).rsplit("finished result is in ", 1)[1])
@@ -210,11 +211,11 @@ def test_a_folder_moved_aside_by_a_killed_force_run_is_put_back(exported, tmp_pa
 
 def test_a_really_killed_run_leaves_nothing_a_later_run_keeps(exported, tmp_path):
     out = tmp_path / "out"
-    code = ("import os, signal, onnx_edge.quantize.api as api\n"
+    code = ("import os, signal, onnx_edge.quantize.api as api\nfrom onnx_edge.quantize import QuantConfig\n"
             "real = api.write_manifest\n"
             "def die(folder, m):\n    real(folder, m); os.kill(os.getpid(), signal.SIGKILL)\n"
             "api.write_manifest = die\n"
-            f"api.quantize({str(exported)!r}, {str(out)!r}, 'int8', context=32, eval_windows=1)\n")
+            f"api.quantize({str(exported)!r}, {str(out)!r}, QuantConfig(precision='int8', context=32, eval_windows=1))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     partials = [p for p in tmp_path.iterdir() if ".partial-" in p.name]

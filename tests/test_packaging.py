@@ -28,11 +28,13 @@ def test_extras_pin_torch_and_mark_directml_windows_only():
 
 
 def test_imports_resolve_to_the_mapped_folders():
+    import onnx_edge.evaluate
     import onnx_edge.export
     import onnx_edge.models
     import onnx_edge.quantize
     import onnx_edge.runtime
 
     for module, folder in ((onnx_edge.export, "export"), (onnx_edge.runtime, "runtime"),
-                           (onnx_edge.models, "models"), (onnx_edge.quantize, "quantize")):
+                           (onnx_edge.models, "models"), (onnx_edge.quantize, "quantize"),
+                           (onnx_edge.evaluate, "evaluate")):
         assert Path(module.__file__).resolve().parent == (ROOT / folder).resolve()

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from onnx_edge.errors import EdgeError
-from onnx_edge.quantize import QuantizeError, quantize
+from onnx_edge.quantize import QuantConfig, QuantizeError, quantize
 from onnx_edge.runtime import load
 
 FAST = dict(context=64, eval_windows=4)
@@ -42,7 +42,7 @@ def quantized(exported_models, tmp_path_factory):
         key = (name, arch)
         if key not in done:
             out = tmp_path_factory.mktemp(f"q-{arch}-{name}") / "model"
-            quantize(exported_models(arch), out, **SCHEMES[name][0], **FAST)
+            quantize(exported_models(arch), out, QuantConfig(**SCHEMES[name][0], **FAST))
             done[key] = out
         return done[key]
 
@@ -110,7 +110,7 @@ def test_manifest_records_the_plan(quantized):
 def test_tied_embedding_shares_one_quantized_table(symmetric, exported_models, tmp_path):
     """qwen2's tiny model ties lm_head to the embedding (the case onnxruntime-genai's int4 build fails on)."""
     out = tmp_path / "q"
-    quantize(exported_models("qwen2"), out, "int4", symmetric=symmetric, **FAST)
+    quantize(exported_models("qwen2"), out, QuantConfig(precision="int4", symmetric=symmetric, **FAST))
     model = onnx.load(out / "model.onnx", load_external_data=False)
     gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in model.graph.node if n.op_type == "MatMulNBits" and n.input[1] == gather.input[0])
@@ -121,7 +121,7 @@ def test_tied_embedding_shares_one_quantized_table(symmetric, exported_models, t
 
 def test_keep_pattern_leaves_weights_fp32(exported_models, tmp_path):
     out = tmp_path / "q"
-    quantize(exported_models("llama"), out, "int8", keep=["*.down", "lm_head*"], **FAST)
+    quantize(exported_models("llama"), out, QuantConfig(precision="int8", keep=["*.down", "lm_head*"], **FAST))
     q = json.loads((out / "manifest.json").read_text())["quantization"]
     assert q["weights"]["model.layers.0.mlp.down.weight"] == "fp32"
     assert q["weights"]["lm_head.weight"] == "fp32"
@@ -132,14 +132,14 @@ def test_keep_pattern_leaves_weights_fp32(exported_models, tmp_path):
 
 
 def test_block_128_on_a_64_wide_model_falls_back_for_tables(exported_models, tmp_path):
-    m = quantize(exported_models("llama"), tmp_path / "q", "int4", block_size=128, **FAST)
+    m = quantize(exported_models("llama"), tmp_path / "q", QuantConfig(precision="int4", block_size=128, **FAST))
     assert m.quantization["config"]["block_size"] == 128 and m.quantization["table_block_size"] == 64
     assert load(tmp_path / "q", provider="cpu").generate("Hi", chat=False, max_new_tokens=3).generated_tokens >= 1
 
 
 def test_embeddings_keep_leaves_tables_fp32(exported_models, tmp_path):
     out = tmp_path / "q"
-    quantize(exported_models("qwen2"), out, "int4", embeddings="keep", **FAST)
+    quantize(exported_models("qwen2"), out, QuantConfig(precision="int4", embeddings="keep", **FAST))
     model = onnx.load(out / "model.onnx", load_external_data=False)
     ops = {n.op_type for n in model.graph.node}
     assert "GatherBlockQuantized" not in ops and "Gemm" in ops and "Gather" in ops
@@ -149,7 +149,7 @@ def test_embeddings_keep_leaves_tables_fp32(exported_models, tmp_path):
 
 def test_keep_precision_int8_under_int4(exported_models, tmp_path):
     out = tmp_path / "q"
-    quantize(exported_models("llama"), out, "int4", keep=["model.layers.1.*"], **FAST)
+    quantize(exported_models("llama"), out, QuantConfig(precision="int4", keep=["model.layers.1.*"], **FAST))
     weights = json.loads((out / "manifest.json").read_text())["quantization"]["weights"]
     assert weights["model.layers.1.attn.o.weight"] == "int8" and weights["model.layers.0.attn.o.weight"] == "int4"
     model = onnx.load(out / "model.onnx", load_external_data=False)
@@ -159,14 +159,14 @@ def test_keep_precision_int8_under_int4(exported_models, tmp_path):
 
 def test_sensitivity_plan_meets_budget(exported_models, tmp_path):
     out = tmp_path / "q"
-    m = quantize(exported_models("llama"), out, "int4", max_kl=0.05, **FAST)
+    m = quantize(exported_models("llama"), out, QuantConfig(precision="int4", max_kl=0.05, **FAST))
     s = m.quantization["sensitivity"]
     assert s["met"] and s["plan_kl"] <= 0.05
     assert s["steps"][0]["kl"] > 0.05  # plain int4 misses the budget, so the search had work to do
     order = sorted(s["unit_kl"], key=s["unit_kl"].get, reverse=True)
     assert s["kept"] == order[:len(s["kept"])]  # kept most-sensitive first
     assert m.quantization["config"]["auto_keep"] == s["kept"]
-    plain = quantize(exported_models("llama"), tmp_path / "plain", "int4", **FAST)
+    plain = quantize(exported_models("llama"), tmp_path / "plain", QuantConfig(precision="int4", **FAST))
     assert m.quantization["quality"]["kl"] < plain.quantization["quality"]["kl"]
     assert m.quantization["size_mb"]["after"] > plain.quantization["size_mb"]["after"]
 
@@ -182,31 +182,34 @@ def test_fp16_keeps_logits_fp32_and_kv_fp16(quantized):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(precision="int4", block_size=7), "block size 7"),
-    (dict(precision="int3"), "unknown precision"),
-    (dict(precision="int4", provider="tpu"), "unknown provider"),
+    (dict(precision="int4", block_size=7), "--block-size must be one of 16/32/64/128, got 7"),
+    (dict(precision="int3"), "--precision must be one of int8/int4/fp16"),
+    (dict(precision="int4", provider="tpu"), "--provider must be one of cpu/cuda/dml"),
     (dict(precision="int8", scheme="dynamic", provider="cuda"), "not supported on provider 'cuda'"),
     (dict(precision="int8", provider="dml"), "not supported on provider 'dml'"),
     (dict(precision="int4", scheme="static"), "does not apply to int4"),
-    (dict(precision="int4", accuracy_level=2), "accuracy level"),
+    (dict(precision="int4", accuracy_level=2), "--accuracy-level must be one of 0/1/4"),
     (dict(precision="int8", algorithm="gptq"), "int4 only"),
     (dict(precision="int4", max_kl=-1.0), "positive"),
     (dict(precision="int8", int8_format="u8s8"), "applies to the int8 dynamic and static schemes only"),
     (dict(precision="int8", scheme="dynamic", int8_format="s8s8"), "does not apply to int8 dynamic"),
+    (dict(precision="int8", scheme="dynamic", max_kl=0.1), "--max-kl works with weight-only schemes"),
+    (dict(precision="int4", context=2), "--context must be at least 4"),
+    (dict(precision="int4", eval_windows=0), "--eval-windows must be at least 1"),
 ])
 def test_bad_options_fail_clearly(kwargs, match, exported_models, tmp_path):
     with pytest.raises(QuantizeError, match=match):
-        quantize(exported_models("llama"), tmp_path / "q", **kwargs)
+        quantize(exported_models("llama"), tmp_path / "q", QuantConfig(**kwargs))
     assert not (tmp_path / "q").exists()
 
 
 def test_refuses_quantized_input_and_existing_output(quantized, exported_models, tmp_path):
     with pytest.raises(QuantizeError, match="already int4"):
-        quantize(quantized("int4"), tmp_path / "again", "int8")
+        quantize(quantized("int4"), tmp_path / "again", QuantConfig(precision="int8"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep me")
     with pytest.raises(EdgeError, match="not empty"):
-        quantize(exported_models("llama"), tmp_path / "busy", "int8")
+        quantize(exported_models("llama"), tmp_path / "busy", QuantConfig(precision="int8"))
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
 
 
@@ -221,7 +224,8 @@ def test_cli_quantize_prints_report(exported_models, tmp_path):
     assert "KL" in res.output and "top-1 agreement" in res.output and "perplexity" in res.output
     bad = CliRunner().invoke(cli, ["quantize", str(exported_models("llama")), "-o", str(tmp_path / "b"),
                                    "--block-size", "7"])
-    assert bad.exit_code == 1 and "block size 7" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert "--block-size must be one of 16/32/64/128, got 7" in bad.output
 
 
 def test_quality_metrics_by_hand():
@@ -239,3 +243,61 @@ def test_quality_metrics_by_hand():
     p = np.exp(ref[4:7])
     assert s.kl_sum == pytest.approx(float(np.sum(p * (ref[4:7] - other[4:7]))))
     assert s.kl_sum > 0
+
+
+def test_config_resolves_defaults_once_and_stays_frozen():
+    import dataclasses
+
+    from onnx_edge.manifest import Manifest
+
+    cfg = QuantConfig(precision="int8", scheme="dynamic")
+    assert (cfg.int8_format, cfg.accuracy_level, cfg.keep_precision) == ("u8u8", 0, "fp32")
+    assert cfg.provider is None and cfg.embeddings is None  # the source folder decides these
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.block_size = 64
+    dml = Manifest(architecture={}, provider="dml")
+    int4 = QuantConfig(precision="int4", keep=["lm_head*"])
+    resolved = int4.for_source(dml)
+    assert (resolved.provider, resolved.accuracy_level, resolved.embeddings) == ("dml", 0, "keep")
+    assert resolved.keep == ("lm_head*",) and int4.provider is None  # a new config; the first is unchanged
+    assert QuantConfig(precision="int4", provider="cpu").for_source(dml).provider == "cpu"
+    assert QuantConfig(precision="int4", provider="cpu").accuracy_level == 4
+    with pytest.raises(QuantizeError, match="GatherBlockQuantized"):
+        QuantConfig(precision="int4", embeddings="quantize").for_source(dml)
+
+
+def test_quantize_takes_a_config(exported_models, tmp_path):
+    with pytest.raises(TypeError, match="QuantConfig"):
+        quantize(exported_models("llama"), tmp_path / "q", "int8")
+    with pytest.raises(QuantizeError, match="fp16 cast is not supported on provider 'cpu'"):
+        quantize(exported_models("llama"), tmp_path / "q", QuantConfig(precision="fp16"))  # a cpu folder's target
+    assert not (tmp_path / "q").exists()
+
+
+def test_record_reads_both_shapes_and_labels_them_once():
+    from onnx_edge.manifest import Manifest
+    from onnx_edge.quant_record import QuantRecord
+    from onnx_edge.quantize.report import format_report
+
+    gguf = {"method": "gguf_blocks", "gguf": "m.gguf", "gguf_sha256": "ab", "accuracy_level": 0, "exact": True,
+            "imported": 2, "size_mb": {"before": 4.0, "after": 1.0},
+            "weights": {"a": {"status": "imported", "qtype": "Q4_0"}, "b": {"status": "imported", "qtype": "Q8_0"},
+                        "c": {"status": "kept"}}}
+    record = QuantRecord.from_dict(gguf)
+    assert record.label("gguf-q4_0") == "gguf Q4_0/Q8_0 blocks (exact)"
+    assert record.to_dict() == gguf  # the import's own shape, nothing added
+    text = format_report("out", Manifest(architecture={}, precision="gguf-q4_0", quantization=gguf))
+    assert "gguf Q4_0/Q8_0 blocks (exact) from m.gguf" in text and "1 Q4_0, 1 Q8_0, 1 fp32" in text
+
+    config = {"precision": "int4", "scheme": "weight_only", "algorithm": "rtn", "block_size": 32,
+              "symmetric": False, "accuracy_level": 4, "keep": ["lm_head*"], "provider": "cpu"}
+    assert QuantRecord.from_dict({"config": config}).label("int4") == "int4 weight_only rtn b32 asym acc4 (+1 kept)"
+    dynamic = {"precision": "int8", "scheme": "dynamic", "int8_format": "u8u8"}
+    assert QuantRecord.from_dict({"config": dynamic}).label("int8") == "int8 dynamic u8u8"
+    # older, partial and hand-edited records still read, and say they are incomplete
+    for broken in ({"config": {"precision": "int8", "scheme": "weight_only"}, "size_mb": {"before": 1.0}},
+                   {"config": "x", "weights": [], "size_mb": None, "method": 3}, {}):
+        record = QuantRecord.from_dict(broken)
+        assert record.label("int8").startswith("int8") and not record.complete
+        text = format_report("out", Manifest(architecture={}, precision="int8", quantization=broken))
+        assert "incomplete record" in text

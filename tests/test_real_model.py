@@ -91,12 +91,12 @@ def test_chat_answer_is_correct(smollm2):
 def smollm2_dml(smollm2, tmp_path_factory):
     """SmolLM2 exported for DirectML and quantized to its two precisions (fp16, int4 on an fp16 base)."""
     from onnx_edge.export import export
-    from onnx_edge.quantize import quantize
+    from onnx_edge.quantize import QuantConfig, quantize
 
     root = tmp_path_factory.mktemp("smollm2-dml")
     export("smollm2-135m-instruct", root / "fp32", provider="dml", validate=False)
     for precision in ("fp16", "int4"):
-        quantize(root / "fp32", root / precision, precision, context=128, eval_windows=2)
+        quantize(root / "fp32", root / precision, QuantConfig(precision=precision, context=128, eval_windows=2))
     return {precision: root / precision for precision in ("fp16", "int4")}
 
 

@@ -26,6 +26,15 @@ def test_response_fields(model):
     assert r.text == model.tokenizer.decode(r.token_ids)
 
 
+def _outcome(r):
+    return r.token_ids, r.text, r.finish_reason, r.generated_tokens
+
+
+def _batch_row(model, prompt, **kw):
+    """`prompt`'s row of a batch with a longer prompt beside it (so it is left-padded)."""
+    return model.generate_batch([prompt, "The quick brown fox jumps over"], chat=False, **kw)[0]
+
+
 def test_length_and_eos_stop(model):
     free = model.generate("Hello there", chat=False, max_new_tokens=6)
     model_eos = set(model.eos_ids)
@@ -33,11 +42,13 @@ def test_length_and_eos_stop(model):
         model.eos_ids = set()
         r = model.generate("Hello there", chat=False, max_new_tokens=6)
         assert r.finish_reason == "length" and r.generated_tokens == 6
+        assert _outcome(_batch_row(model, "Hello there", max_new_tokens=6)) == _outcome(r)
         # Make the third greedy token an eos: generation stops before it, reason "stop".
         model.eos_ids = {r.token_ids[2]}
         stopped = model.generate("Hello there", chat=False, max_new_tokens=6)
         assert stopped.finish_reason == "stop"
         assert stopped.token_ids == r.token_ids[:r.token_ids.index(r.token_ids[2])]
+        assert _outcome(_batch_row(model, "Hello there", max_new_tokens=6)) == _outcome(stopped)
     finally:
         model.eos_ids = model_eos
     assert free.token_ids == r.token_ids[:len(free.token_ids)]
@@ -56,6 +67,8 @@ def test_stop_string_cuts_text_in_stream_and_generate(model):
         assert pieces[-1].response.finish_reason == "stop"
         batch = model.generate_batch(["The", "A"], chat=False, max_new_tokens=20, stop=[stop])
         assert batch[0].text == r.text
+        assert _outcome(batch[0]) == _outcome(r)  # same text, stopped at the same token
+        assert _outcome(_batch_row(model, "The", max_new_tokens=20, stop=[stop])) == _outcome(r)
     finally:
         model.eos_ids = saved
 
@@ -119,6 +132,62 @@ def test_cancel_stops_generation(model):
         assert got[-1].response.generated_tokens <= 4
     finally:
         model.eos_ids = saved
+
+
+class _CancelAfter:
+    """A cancel flag that is set from its (checks + 1)-th look on: one prompt and a batch, checked alike,
+    stop at the same step."""
+
+    def __init__(self, checks: int):
+        self.checks = checks
+
+    def is_set(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_cancelled_batch_reports_what_a_cancelled_prompt_reports(model):
+    model.eos_ids, saved = set(), model.eos_ids
+    try:
+        kw = dict(max_new_tokens=20)
+        single = model.generate("Hello there", chat=False, cancel=_CancelAfter(4), **kw)
+        assert single.finish_reason == "cancelled" and single.generated_tokens == 4
+        assert _outcome(_batch_row(model, "Hello there", cancel=_CancelAfter(4), **kw)) == _outcome(single)
+        streamed = list(model.stream("Hello there", chat=False, cancel=_CancelAfter(4), **kw))[-1].response
+        assert _outcome(streamed) == _outcome(single)
+        before = threading.Event()
+        before.set()
+        rows = model.generate_batch(["Hello there", "The"], chat=False, cancel=before, **kw)
+        assert [(r.finish_reason, r.generated_tokens) for r in rows] == [("cancelled", 0)] * 2
+        assert _outcome(model.generate("Hello there", chat=False, cancel=before, **kw)) == _outcome(rows[0])
+    finally:
+        model.eos_ids = saved
+
+
+def test_params_object_or_keywords(model):
+    from onnx_edge.runtime import SamplingParams
+
+    kw = dict(chat=False, max_new_tokens=8)
+    params = SamplingParams(temperature=1.0, seed=3)
+    assert model.generate("Hello", params=params, **kw).token_ids == model.generate(
+        "Hello", temperature=1.0, seed=3, **kw).token_ids
+    with pytest.raises(GenerationError, match="not both"):
+        model.generate("Hello", params=params, seed=4, **kw)
+    with pytest.raises(GenerationError, match="SamplingParams"):
+        model.generate("Hello", params={"seed": 4}, **kw)
+
+
+def test_sampling_is_checked_once_per_request(model, monkeypatch):
+    from onnx_edge.runtime import SamplingParams
+
+    checks = []
+    check = SamplingParams.__post_init__
+    monkeypatch.setattr(SamplingParams, "__post_init__", lambda self: (checks.append(1), check(self))[1])
+    kw = dict(chat=False, max_new_tokens=3, temperature=0.5, seed=1)
+    model.generate("Hello", **kw)
+    list(model.stream("Hello", **kw))
+    model.generate_batch(["Hello", "The"], **kw)
+    assert len(checks) == 3
 
 
 def test_pipeline_matches_hf_call_shape(exported_models):

@@ -1,6 +1,7 @@
 """Sampling: greedy, seeded reproducibility, top-k/top-p/min-p filters, repetition penalty, validation."""
 
 import ast
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -140,8 +141,8 @@ def test_repetition_penalty_one_and_empty_history_copy():
 
 def test_repetition_penalty_bad_input():
     logits = np.ones((1, 3), dtype=np.float32)
-    with pytest.raises(GenerationError):
-        apply_repetition_penalty(logits, [[0]], 0.0)
+    with pytest.raises(GenerationError):  # the penalty is checked where it enters, not per token
+        SamplingParams(repetition_penalty=0.0)
     with pytest.raises(ValueError):
         apply_repetition_penalty(logits, [[0], [1]], 1.2)  # 2 histories, 1 row
     with pytest.raises(ValueError):
@@ -183,16 +184,25 @@ def test_invalid_values_raise(field, value):
         SamplingParams(**{field: value})
 
 
-def test_validation_catches_later_assignment():
+def test_params_are_checked_once_and_frozen():
     params = SamplingParams(temperature=0.8)
-    params.top_p = 0.0
-    with pytest.raises(GenerationError, match="top_p"):
-        make_sampler(params)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.top_p = 0.0
+    with pytest.raises(GenerationError, match="top_p"):  # a changed copy is built, so checked, anew
+        dataclasses.replace(params, top_p=0.0)
+
+
+def test_errors_name_the_keyword_and_the_flag():
+    with pytest.raises(GenerationError, match=r"^top_p \(--top-p\) must be a number in \(0, 1\], got 0\.0$"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(GenerationError, match=r"repetition_penalty \(--repetition-penalty\)"):
+        SamplingParams(repetition_penalty=0.0)
 
 
 def test_numpy_scalars_are_accepted():
     params = SamplingParams(temperature=np.float32(0.7), top_k=np.int64(5), seed=np.int64(3))
     assert make_sampler(params)(np.zeros((1, 10), dtype=np.float32)).shape == (1,)
+    assert [type(v) for v in (params.temperature, params.top_k, params.seed)] == [float, int, int]
 
 
 @pytest.mark.parametrize("module", ["sampling.py", "streaming.py", "chat.py"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import onnx
 import pytest
 
 from onnx_edge.errors import ProviderError
-from onnx_edge.quantize import QuantizeError, quantize
+from onnx_edge.quantize import QuantConfig, QuantizeError, quantize
 from onnx_edge.runtime import load
 from onnx_edge.runtime.session import DecoderSession, session_options
 from onnx_edge.targets import TARGETS, unsupported_ops
@@ -45,7 +44,7 @@ def folders(tiny_models, exported_models, tmp_path_factory):
         else:
             provider, precision = variant.split("-")
             source = get(arch, "dml" if provider == "dml" else "cpu")
-            quantize(source, out, precision, provider=provider, **FAST)
+            quantize(source, out, QuantConfig(precision=precision, provider=provider, **FAST))
         done[arch, variant] = out
         return out
 
@@ -80,6 +79,42 @@ def test_targets_table_says_what_each_provider_needs():
     assert unsupported_ops({("com.microsoft", "GatherBlockQuantized")}, "dml") == ["GatherBlockQuantized"]
     assert unsupported_ops({("com.microsoft", "GatherBlockQuantized")}, "cuda") == []
     assert unsupported_ops({("com.microsoft", "DynamicQuantizeMatMul")}, "cpu") == []
+
+
+def test_provider_names_come_from_the_targets_table():
+    """targets.py is the one list of provider names: onnxruntime's name and the extra for each, the runtime's
+    and the CLI's choices, auto's order; every extra is one pyproject.toml declares."""
+    import tomllib
+
+    from onnx_edge.cli import PROVIDERS
+    from onnx_edge.runtime.providers import resolve_provider
+    from onnx_edge.targets import AUTO_ORDER, PROVIDER_CHOICES, TARGET_NAMES
+
+    assert TARGET_NAMES == tuple(TARGETS) == ("cpu", "cuda", "dml")
+    assert tuple(PROVIDERS.choices) == PROVIDER_CHOICES == ("auto", *TARGET_NAMES)
+    assert AUTO_ORDER == ("cuda", "dml", "cpu")
+    assert [t.ort_name for t in TARGETS.values()] == ["CPUExecutionProvider", "CUDAExecutionProvider",
+                                                       "DmlExecutionProvider"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name, t in TARGETS.items():
+        assert t.name == name and t.extra.removeprefix("onnx-edge-kit[").removesuffix("]") in extras
+    assert [name for name, t in TARGETS.items() if t.gguf_export] == ["cpu"]
+    with pytest.raises(ProviderError, match="choose from auto, cpu, cuda, dml"):
+        resolve_provider("tpu")
+
+
+def test_gguf_export_refuses_a_gpu_target_in_the_api(tiny_models, tmp_path):
+    """The gguf-needs-cpu rule lives in export_gguf_native (from TARGETS' gguf_export), not only in the CLI;
+    it is checked before the source is read or the output touched."""
+    from onnx_edge.errors import OutputError
+    from onnx_edge.export.gguf_native import export_gguf_native
+
+    for provider in ("cuda", "dml"):
+        with pytest.raises(OutputError, match=f"CPU graphs .* for {provider} export fp32"):
+            export_gguf_native(str(tmp_path / "missing.gguf"), tmp_path / "out", provider=provider)
+    with pytest.raises(OutputError, match="'tpu' is not one of cpu, cuda, dml"):
+        export_gguf_native(str(tiny_models("llama")), tmp_path / "out", provider="tpu")
+    assert not (tmp_path / "out").exists()
 
 
 def test_directml_session_options_are_set():
@@ -141,15 +176,15 @@ def test_gpu_variants_run_on_an_fp16_base(variant, folders):
 
 def test_cpu_shaped_graph_cannot_become_a_dml_folder(folders, tmp_path):
     with pytest.raises(QuantizeError, match="export again with --provider dml"):
-        quantize(folders("llama", "cpu"), tmp_path / "out", "fp16", provider="dml", **FAST)
+        quantize(folders("llama", "cpu"), tmp_path / "out", QuantConfig(precision="fp16", provider="dml", **FAST))
     assert not (tmp_path / "out").exists()
 
 
 def test_dml_refuses_quantized_tables_and_cpu_only_schemes(folders, tmp_path):
     with pytest.raises(QuantizeError, match="GatherBlockQuantized"):
-        quantize(folders("llama", "dml"), tmp_path / "a", "int4", embeddings="quantize", **FAST)
+        quantize(folders("llama", "dml"), tmp_path / "a", QuantConfig(precision="int4", embeddings="quantize", **FAST))
     with pytest.raises(QuantizeError, match="not supported on provider 'dml'"):
-        quantize(folders("llama", "dml"), tmp_path / "b", "int8", scheme="dynamic", **FAST)
+        quantize(folders("llama", "dml"), tmp_path / "b", QuantConfig(precision="int8", scheme="dynamic", **FAST))
 
 
 def test_quantize_defaults_to_the_folders_target(folders):

@@ -150,12 +150,31 @@ def _check_architecture(arch: dict) -> None:
         raise ManifestError("malformed manifest: architecture.eos_token_ids must be a list of integers")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+FLOAT_GGUF_TYPES = ("F32", "F16", "BF16")
+
+
+def weights_note(manifest: Manifest) -> str | None:
+    """Where the weights come from, when that changes how to read quality numbers: an export of a quantized
+    GGUF is that file dequantized, so it sits on the GGUF's grid (the default model is such a file)."""
+    file_type = manifest.provenance.get("gguf_file_type") if isinstance(manifest.provenance, dict) else None
+    if not isinstance(file_type, str) or file_type in FLOAT_GGUF_TYPES:
+        return None
+    return (f"from a {file_type} GGUF: the fp32 weights are its blocks dequantized, so they sit on its grid; "
+            f"quantizers score better on them than on real weights, and importing the GGUF's own blocks "
+            f"matches fp32 exactly by construction")
+
+
+def sha256_stream(fh, chunk: int = 1 << 20) -> str:
+    """sha256 of an open binary file, read to its end in chunks (the one hashing loop: files, descriptors)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+    while block := fh.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)
 
 
 def record_files(folder: Path) -> dict[str, FileEntry]:

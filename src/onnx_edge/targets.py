@@ -1,4 +1,5 @@
-"""What each execution provider a folder can target needs from its graph and its session, as data.
+"""The execution providers a folder can target (our names, onnxruntime's, the extra that installs each) and what
+each needs from its graph and its session, as data.
 
 A folder's manifest names its target (`provider`); export shapes the graph for it, quantize picks the
 precisions and table formats it can run, and the runtime picks session options and where the KV cache
@@ -13,8 +14,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProviderTarget:
-    name: str
-    # (precision, scheme) pairs quantize may write for this target; fp32 is what export writes.
+    name: str  # ours, as manifests and --provider say it
+    ort_name: str  # onnxruntime's execution provider
+    extra: str  # the pip extra that installs the onnxruntime build with this provider
+    # `export --precision gguf` can target it: that graph keeps a GGUF's own blocks as MatMulNBits under fp32
+    # activations, with GatherBlockQuantized tables.
+    gguf_export: bool
+    # (precision, scheme) pairs quantize may write for this target; export writes fp32.
     precisions: frozenset[tuple[str, str]]
     # GroupQueryAttention applies the rotary itself (do_rotary) and takes packed QKV. DirectML's GQA ignores
     # do_rotary and needs separate q/k/v, so its graph rotates with RotaryEmbedding first.
@@ -36,17 +42,20 @@ class ProviderTarget:
     accuracy_level: int  # MatMulNBits compute default (CPU: int8 activations, 4; GPUs: 0)
     # com.microsoft operators with a kernel on this provider, among those our graphs can contain (None: all).
     contrib_ops: frozenset[str] | None = None
+    install_note: str = ""  # why an install may lack the provider, said before the install hint
 
 
 TARGETS = {
     "cpu": ProviderTarget(
-        name="cpu",
+        name="cpu", ort_name="CPUExecutionProvider", extra="onnx-edge-kit[cpu]",
+        gguf_export=True,
         precisions=frozenset({("int8", "weight_only"), ("int8", "dynamic"), ("int8", "static"),
                               ("int4", "weight_only")}),
         rotary_in_attention=True, quantized_tables=True, activations="fp32", max_opset=21,
         device="cpu", prefix_reuse=True, mem_pattern=True, accuracy_level=4),
     "cuda": ProviderTarget(
-        name="cuda",
+        name="cuda", ort_name="CUDAExecutionProvider", extra="onnx-edge-kit[cuda]",
+        gguf_export=False,
         precisions=frozenset({("int8", "weight_only"), ("int4", "weight_only"), ("fp16", "cast")}),
         rotary_in_attention=True, quantized_tables=True, activations="fp16", max_opset=21,
         device="cuda", prefix_reuse=True, mem_pattern=True, accuracy_level=0,
@@ -54,7 +63,8 @@ TARGETS = {
                                "SkipLayerNormalization", "MatMulNBits", "GatherBlockQuantized", "QuickGelu",
                                "FastGelu"})),
     "dml": ProviderTarget(
-        name="dml",
+        name="dml", ort_name="DmlExecutionProvider", extra="onnx-edge-kit[directml]",
+        gguf_export=False, install_note="DirectML runs on Windows only",
         precisions=frozenset({("int4", "weight_only"), ("fp16", "cast")}),
         rotary_in_attention=False, quantized_tables=False, activations="fp16", max_opset=21,
         device="dml", prefix_reuse=False, mem_pattern=False, accuracy_level=0,
@@ -62,6 +72,10 @@ TARGETS = {
                                "SkipLayerNormalization", "MatMulNBits", "QuickGelu", "FastGelu"})),
 }
 TARGET_NAMES = tuple(TARGETS)
+# What a run may ask for: a target, or auto (the folder's own target).
+PROVIDER_CHOICES = ("auto", *TARGET_NAMES)
+# auto without a folder target takes the first available: accelerators (in TARGETS order) before the CPU.
+AUTO_ORDER = tuple(sorted(TARGET_NAMES, key=lambda name: name == "cpu"))
 
 
 def unsupported_ops(graph_ops: set[tuple[str, str]], name: str) -> list[str]:

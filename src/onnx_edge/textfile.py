@@ -5,6 +5,7 @@ the caller's error class, never a traceback."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from onnx_edge.errors import EdgeError
@@ -16,15 +17,29 @@ def read_utf8(path: Path, error: type[EdgeError], max_bytes: int = MAX_BYTES) ->
     """The text of `path`, which must be UTF-8 and at most `max_bytes`."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
+            return _read_text(fh, str(path), error, max_bytes)
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def read_stdin(error: type[EdgeError], max_bytes: int = MAX_BYTES) -> str:
+    """Standard input as text (a prompt given as `-`), with read_utf8's checks."""
+    if sys.stdin is None:
+        raise error("standard input is closed")
+    try:
+        return _read_text(sys.stdin.buffer, "standard input", error, max_bytes)
+    except OSError as exc:
+        raise error(f"standard input: cannot read ({exc.strerror})") from None
+
+
+def _read_text(fh, name: str, error: type[EdgeError], max_bytes: int) -> str:
+    raw = fh.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise error(f"{path}: larger than {max_bytes >> 20} MB")
+        raise error(f"{name}: larger than {max_bytes >> 20} MB")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+        raise error(f"{name}: not valid UTF-8 (byte {exc.start})") from None
 
 
 def read_json(path: Path, error: type[EdgeError], expect: type = dict, max_bytes: int = MAX_BYTES):
