@@ -72,8 +72,12 @@ class Variant:
         return list(self.tokenizer.encode(text, add_special_tokens=special).ids)
 
     def decode(self, ids: list[int]) -> str:
-        """Text of generated ids (the report's sample answer), special tokens left out."""
-        return self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=True)
+        """The answer in generated ids (the report's sample): their text up to the end-of-turn token, since the
+        greedy run ignores eos and goes on into the template's next turn."""
+        text = self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=False)
+        if self.eos_token and self.eos_token in text:
+            text = text[:text.index(self.eos_token)]
+        return text.strip()
 
     def open(self, context: int) -> Engine:
         """Load the model for windows and prompts of up to `context` tokens."""

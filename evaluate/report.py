@@ -127,7 +127,8 @@ def footer(report: CompareReport) -> str:
              f"first divergence (mean / min over prompts); equal = share of prompts that never diverge"]
     if report.speed:
         s = report.speed
-        lines.append(f"speed: onnx-edge bench on {s['provider']}: {s['prompt_tokens']}-token prompt, "
+        used = sorted({str(r.speed["provider"]) for r in report.variants if (r.speed or {}).get("provider")})
+        lines.append(f"speed: onnx-edge bench on {', '.join(used) or s['provider']}: {s['prompt_tokens']}-token prompt, "
                      f"{s['gen_tokens']} generated tokens, median of {s['runs']} runs after {s['warmup']} warm-up, "
                      f"each model in a fresh process (peak RSS is that process's)")
     if report.reference.get("weights_note"):

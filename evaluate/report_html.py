@@ -280,6 +280,10 @@ def headline(report: dict) -> str:
              + (f", {small['variant']['size_mb'] / ref['variant']['size_mb']:.0%} of the reference"
                 if ref and ref["variant"]["size_mb"] else "")
              + f") keeps top-1 agreement {q['top1']:.1%} at KL {fmt_kl(q['kl'])} nats/token"]
+    close = min(others, key=lambda v: v["quality"]["kl"])
+    if close is not small:
+        parts.append(f"closest to the reference: {close['variant']['name']} ({close['variant']['size_mb']:.0f} MB, "
+                     f"top-1 {close['quality']['top1']:.1%}, KL {fmt_kl(close['quality']['kl'])})")
     timed = [v for v in report["variants"] if (v.get("speed") or {}).get("decode_tps")]
     if timed:
         fast = max(timed, key=lambda v: v["speed"]["decode_tps"])
@@ -289,14 +293,20 @@ def headline(report: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def measured_on(report: dict) -> str:
+    """The providers the speed runs used (what `--provider auto` resolved to), else the one asked for."""
+    used = sorted({str(v["speed"]["provider"]) for v in report["variants"] if (v.get("speed") or {}).get("provider")})
+    return ", ".join(used) or str(report["speed"]["provider"])
+
+
 def speed_context(report: dict) -> str:
     """Where the speed numbers come from: machine, threads, what else was running, how long loading took."""
     speed, machine, host = report["speed"], report.get("machine") or {}, report.get("host") or {}
     threads = sorted({str((v.get("speed") or {}).get("threads") or "one per core") for v in report["variants"]
                       if v.get("speed")})
     parts = [f'{speed["prompt_tokens"]}-token prompt, {speed["gen_tokens"]} greedy tokens, median of '
-             f'{speed["runs"]} runs after {speed.get("warmup", 0)} warm-up on {speed["provider"]}, each model in a '
-             f'fresh process']
+             f'{speed["runs"]} runs after {speed.get("warmup", 0)} warm-up on {measured_on(report)}, each model in '
+             f'a fresh process']
     cpu = machine.get("machine", "")
     if host.get("cores"):
         cpu += f", {host['cores']} cores"
@@ -330,8 +340,9 @@ def sample_answers(report: dict) -> str:
         return ""
     items = "".join(f'<div class="answer"><span class="who"><span class="chip" style="background:{col[name]}">'
                     f'</span>{_e(name)}</span><span class="said">{_e(text)}</span></div>' for name, text in answers)
-    return (f'<section class="card samples"><h2>Sample answers</h2><p class="note">“{_e(report["prompts"][0])}”, '
-            f'{report["gen_tokens"]} greedy tokens each, eos ignored</p>{items}</section>')
+    return (f'<section class="card samples"><h2>Sample answers</h2><p class="note">“{_e(report["prompts"][0])}”: '
+            f'each variant\'s greedy answer up to its end-of-turn token (at most {report["gen_tokens"]} tokens)</p>'
+            f'{items}</section>')
 
 
 def table_html(report: dict) -> str:

@@ -25,7 +25,9 @@ class LoadedModel:
 def read_model_type(source: Source) -> str:
     """model_type without loading weights, so an unsupported architecture fails fast."""
     if source.kind in ("folder", "hub"):
-        return json.loads((source.path / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+        from onnx_edge.textfile import read_json
+
+        return str(read_json(source.path / "config.json", SourceError).get("model_type", ""))
     from gguf import GGUFReader
 
     field = GGUFReader(str(source.path)).fields.get("general.architecture")

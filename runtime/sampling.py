@@ -25,8 +25,9 @@ def _is_int(value) -> bool:
 
 
 def bad_option(name: str, rule: str, value) -> GenerationError:
-    """The error for a generation option a caller set: named as keyword and as CLI flag, since either was typed."""
-    return GenerationError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got {value!r}"[:200])
+    """The error for a generation option a caller set, named as its CLI flag (the keyword is the flag's name with
+    underscores: top_p is --top-p)."""
+    return GenerationError(f"--{name.replace('_', '-')} must be {rule}, got {value!r}"[:200])
 
 
 @dataclass(frozen=True)

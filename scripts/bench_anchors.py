@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from doc_blocks import write_block  # scripts/ is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR_PACKAGES = [  # installed in this order into WORK/venv
     ["torch==2.13.0"],  # the CPU wheel on this machine's index; pinned like the project's
@@ -435,14 +437,8 @@ def render(record: dict) -> str:
 
 
 def write_doc(doc: Path, record: dict) -> None:
-    block = render(record)
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    lines = render(record).splitlines()
+    write_block(doc, "anchors", lines[1:-1])  # render() frames its lines with the block's own markers
 
 
 if __name__ == "__main__":

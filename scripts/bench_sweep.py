@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from doc_blocks import write_block  # scripts/ is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (label, hidden, layers, heads, kv_heads, intermediate, vocab, context, rope_theta, tied)
@@ -274,17 +276,6 @@ def table(result: dict) -> list[str]:
                  f"median of {first['runs']} runs after {first['warmup']} warm-up; "
                  f"onnxruntime {first['library_versions'].get('onnxruntime', '?')}.")
     return lines
-
-
-def write_block(doc: Path, name: str, lines: list[str]) -> None:
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = "\n".join([begin, *lines, end])
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
 
 
 def main(argv: list[str]) -> int:

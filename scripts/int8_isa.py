@@ -116,6 +116,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--doc", type=Path, help="also write the table into this doc's int8-isa block "
+                                            "(docs/QUANTIZATION.md)")
     ap.add_argument("--score", nargs=2, metavar=("FP32", "WORKDIR"), help=argparse.SUPPRESS)  # worker half
     args = ap.parse_args()
     names = [n for n in args.variants.split(",") if n]
@@ -156,7 +158,35 @@ def main() -> int:
               f"{fast['fp32']['decode_tok_s']:12.1f}")
     if args.json_out:
         args.json_out.write_text(json.dumps(dict(results=results, speed=fast, model=args.model), indent=2))
+    if args.doc:
+        from doc_blocks import write_block
+
+        write_block(args.doc, "int8-isa", doc_table(results, names, args))
     return 0
+
+
+LABELS = {"dynamic-u8s8": "dynamic u8s8 (onnxruntime's usual)", "dynamic-u8s7": "dynamic u8s7 (7-bit weights)",
+          "dynamic-u8u8": "dynamic u8u8 (**default**)", "static-u8s8": "static u8s8", "static-s8s8": "static s8s8",
+          "static-u8s7": "static u8s7", "static-u8u8": "static u8u8 (**default**)",
+          "int8-weight-only-acc4": "int8 weight-only, accuracy level 4 (MatMulNBits, int8 activations)",
+          "int8-weight-only-acc0": "int8 weight-only, accuracy level 0",
+          "int4-acc4": "int4 weight-only, accuracy level 4", "int4-acc0": "int4 weight-only, accuracy level 0"}
+
+
+def doc_table(results: dict, names: list[str], args) -> list[str]:
+    """The markdown table of one run; a number the emulated CPU changes by more than 1% is in bold."""
+    native, avx2 = results["native"], results["avx2"]
+    lines = [f"`scripts/int8_isa.py --model {args.model} --doc docs/QUANTIZATION.md`, {time.strftime('%Y-%m-%d')}: "
+             f"{args.windows} windows × {args.context} tokens; native int8 kernel class "
+             f"`{native['isa']['int8_kernel']}`, emulated `{avx2['isa']['int8_kernel']}` (qemu-x86_64 -cpu Haswell).",
+             "", f"| {args.model}, int8 format | KL native | KL AVX2 | top-1 native | top-1 AVX2 |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        a, b = native["variants"][name], avx2["variants"][name]
+        moved = abs(b["kl"] - a["kl"]) > 0.01 * max(a["kl"], 1e-9)
+        kl, top1 = (f"**{b['kl']:.5f}**", f"**{b['top1']:.3f}**") if moved else (f"{b['kl']:.5f}", f"{b['top1']:.3f}")
+        lines.append(f"| {LABELS.get(name, name)} | {a['kl']:.5f} | {kl} | {a['top1']:.3f} | {top1} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -85,16 +85,16 @@ def test_generate_without_prompt(exported):
 @pytest.mark.parametrize(
     "option, value, needle",
     [
-        ("--temperature", "-1", "temperature"),
-        ("--temperature", "nan", "temperature"),
-        ("--top-p", "0", "top_p"),
-        ("--top-p", "1.5", "top_p"),
-        ("--top-k", "-1", "top_k"),
-        ("--min-p", "1", "min_p"),
-        ("--max-new-tokens", "0", "max_new_tokens"),
-        ("--max-new-tokens", "-3", "max_new_tokens"),
-        ("--repetition-penalty", "0", "repetition_penalty"),
-        ("--seed", "-1", "seed"),
+        ("--temperature", "-1", "--temperature"),
+        ("--temperature", "nan", "--temperature"),
+        ("--top-p", "0", "--top-p"),
+        ("--top-p", "1.5", "--top-p"),
+        ("--top-k", "-1", "--top-k"),
+        ("--min-p", "1", "--min-p"),
+        ("--max-new-tokens", "0", "--max-new-tokens"),
+        ("--max-new-tokens", "-3", "--max-new-tokens"),
+        ("--repetition-penalty", "0", "--repetition-penalty"),
+        ("--seed", "-1", "--seed"),
     ],
 )
 def test_generate_invalid_sampling(exported, option, value, needle):
@@ -159,6 +159,20 @@ def test_info_human(exported):
     assert "validation    passed" in text
     assert "context 256" in text
     assert "chat template yes" in text
+
+
+@pytest.mark.parametrize("file_type, said", [("Q4_1", True), ("Q8_0", True), ("F16", False), (None, False)])
+def test_info_says_when_fp32_weights_are_a_dequantized_gguf(exported, tmp_path, file_type, said):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported, folder)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    edit_json(folder / "manifest.json", provenance=dict(manifest["provenance"], gguf_file_type=file_type))
+    result = invoke("info", folder)
+    assert_ok(result)
+    line = f"weights       from a {file_type} GGUF: the fp32 weights are its blocks dequantized"
+    assert (line in result.stdout) == said, result.stdout
 
 
 def test_info_json(exported):

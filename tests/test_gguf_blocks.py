@@ -367,8 +367,13 @@ def test_smollm2_imported_from_its_gguf_blocks(tmp_path):
     from onnx_edge.export import export
     from onnx_edge.runtime import load
 
+    from onnx_edge.manifest import read_manifest, weights_note
+
     fp32 = tmp_path / "fp32"
     export("smollm2-135m-instruct", fp32, validate=False)  # this test compares ONNX with ONNX
+    # the fp32 reference is the Q4_1 file dequantized: info and compare say so
+    assert read_manifest(fp32).provenance["gguf_file_type"] == "Q4_1"
+    assert weights_note(read_manifest(fp32)).startswith("from a Q4_1 GGUF: the fp32 weights are its blocks dequantized")
     out = tmp_path / "gguf"
     manifest = import_gguf_folder(fp32, gguf_path, out)  # verify=True: every weight checked bitwise first
 

@@ -54,6 +54,7 @@ def test_headline_model_and_speed_context():
     assert "smollm2-135m-instruct: variants compared" in text
     assert "Reference weights from a Q4_1 GGUF: the fp32 weights are its blocks dequantized." in text
     assert "Smallest: smollm2-int4-rtn (101 MB, 19% of the reference)" in text
+    assert "closest to the reference: smollm2-int4-gguf (119 MB, top-1 100.0%, KL 0.00000)" in text
     assert "fastest decode: smollm2-int4-rtn at 69.9 tok/s (2.22× the reference)" in text
     assert "x86_64, 2 cores; threads: one per core" in text and "load average 0.31" in text
     assert "Time to first token" in text and "Peak memory" in text

@@ -229,7 +229,11 @@ def generate_cmd(path: Path, prompt: str | None, prompt_option: str | None, prom
 def quantize_cmd(path: Path, output: str, provider: str, threads: int | None, force: bool, as_json: bool,
                  **options) -> None:
     """Quantize the fp32 folder PATH and report what it cost in quality and size."""
-    from onnx_edge.quantize import QuantConfig, quantize
+    try:
+        from onnx_edge.quantize import QuantConfig, quantize
+    except ImportError as exc:
+        raise EdgeError(f"quantize needs the quantize extra ({exc.name} missing): "
+                        f"pip install 'onnx-edge-kit[quantize]'") from None
 
     # Every other option is a QuantConfig field of the same name, validated there (errors name the flags).
     config = QuantConfig(provider=None if provider == "auto" else provider, **options)
