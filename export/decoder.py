@@ -158,6 +158,9 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     qkv = linear(g, h, w, "qkv", f"{scope}/qkv")  # (B, S, (nh + 2 nkv) d)
     q, k, v = g.op("Split", [qkv, g.const([nh * d, nkv * d, nkv * d])], f"{scope}/qkv", n_out=3, axis=-1)
     q, k, v = heads(g, q, nh, d, f"{scope}/q"), heads(g, k, nkv, d, f"{scope}/k"), heads(g, v, nkv, d, f"{scope}/v")
+    if spec.qk_norm == "per_head":  # (B, n, S, d): the norm's last axis is each head's channels, as in HF
+        q = norm(g, spec, shape, q, w, "q_norm", f"{scope}/q_norm")
+        k = norm(g, spec, shape, k, w, "k_norm", f"{scope}/k_norm")
     if cos_sin is not None:
         q = rotate(g, q, cos_sin, shape.rotary_dim, d, f"{scope}/q_rotary")
         k = rotate(g, k, cos_sin, shape.rotary_dim, d, f"{scope}/k_rotary")

@@ -12,7 +12,7 @@ import onnx
 import onnx_edge
 from onnx_edge.errors import OutputError, ValidationError
 from onnx_edge.manifest import Manifest, write_manifest
-from onnx_edge.models import get_spec, shape_from_config
+from onnx_edge.models import check_config, get_spec, shape_from_config
 from onnx_edge.progress import Steps
 from onnx_edge.staging import claim_output, staged_folder
 from onnx_edge.targets import TARGETS, ProviderTarget
@@ -37,10 +37,10 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     The folder is built next to `output` and renamed into place only when complete and validated."""
     from onnx_edge.export.decoder import build_decoder
     from onnx_edge.export.fused import build_fused_decoder
-    from onnx_edge.export.sources import resolve_source, source_sha256
-    from onnx_edge.export.torch_model import (gguf_file_type, load_model, read_model_type, rope_tables,
+    from onnx_edge.export.sources import checkpoint_tensor_names, resolve_source, source_sha256
+    from onnx_edge.export.torch_model import (gguf_file_type, load_model, read_config, read_model_type, rope_tables,
                                               save_tokenizer_files)
-    from onnx_edge.export.weights import canonical_weights
+    from onnx_edge.export.weights import canonical_weights, check_file_tensors
 
     from onnx_edge.runtime.session import check_threads
 
@@ -51,10 +51,16 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
     if graph not in GRAPH_VARIANTS:
         raise OutputError(f"graph {graph!r} is not one of {', '.join(GRAPH_VARIANTS)}")
     src = resolve_source(source)
-    spec = get_spec(read_model_type(src))  # fails fast on an unsupported architecture
+    model_type = read_model_type(src)
+    spec = get_spec(model_type)  # fails fast on an unsupported architecture
     if graph == "fused" and not spec.fused:
         raise OutputError(f"no fused graph for {spec.model_type}; use graph='reference'")
     variant = "fused" if graph != "reference" and spec.fused else "reference"
+    # Before any weight loads: every config value the graph does not implement, every tensor it would not place.
+    config = read_config(src)
+    check_config(spec, config)
+    check_file_tensors(spec, shape_from_config(spec, config).num_layers, checkpoint_tensor_names(src),
+                       gguf_architecture=model_type if src.kind in ("gguf", "alias") else None)
     claim = claim_output(output, force, inputs=[src.path])
 
     steps = Steps(6 if validate else 5, enabled=progress, title="export")
@@ -64,7 +70,8 @@ def export(source: str, output: str | os.PathLike, *, force: bool = False, valid
             shape = shape_from_config(spec, loaded.config, loaded.generation)
         with steps.step("map weights"):
             weights = canonical_weights(spec, shape, loaded.model.state_dict())
-            rope = rope_tables(loaded.model, shape.context_length) if spec.positions == "rope" else None
+            rope = (rope_tables(loaded.model, shape.context_length, shape.rotary_dim)
+                    if spec.positions == "rope" else None)
             if variant == "fused" and not tgt.rotary_in_attention and shape.sliding_window:
                 # DirectML's GQA ignores local_window_size: never let a sequence outgrow the window.
                 shape = dataclasses.replace(shape, context_length=min(shape.context_length, int(shape.sliding_window)))

@@ -4,6 +4,8 @@ contrib operators (domain com.microsoft) so that each layer is a handful of kern
     llama family:  MatMul(qkv)[+bias] ─ GroupQueryAttention(packed qkv, rotary inside) ─ MatMul(o)
                    ─ SkipSimplifiedLayerNormalization ─ MatMul(gate|up) ─ Split ─ QuickGelu(gate)·up
                    ─ MatMul(down) ─ SkipSimplifiedLayerNormalization (the next layer's input norm) ...
+    qwen3:         MatMul(qkv) ─ Split ─ per-head RMSNorm(q), RMSNorm(k) ─ GroupQueryAttention(q, k, v,
+                   rotary inside) ─ ... as the llama family
     gpt2:          MatMul(qkv)+bias ─ GroupQueryAttention(packed qkv, kv_num_heads = num_heads)
                    ─ MatMul(o) ─ SkipLayerNormalization(+o bias) ─ MatMul(fc) ─ FastGelu(+fc bias)
                    ─ MatMul(proj) ─ SkipLayerNormalization(+proj bias) ...
@@ -170,9 +172,14 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     if gqa_rope:
         inputs += list(rope_caches)
         attrs.update(do_rotary=1, rotary_interleaved=0)
-    if not gqa_rope and (rope_caches is not None or not packed_qkv):
+    # q/k norms (qwen3) sit between the projection and the rotary, so q, k and v go to GQA apart; GQA still
+    # rotates them itself where it can (do_rotary reads separate q/k as it reads packed qkv).
+    if spec.qk_norm != "none" or (not gqa_rope and (rope_caches is not None or not packed_qkv)):
         q, k, v = g.op("Split", [qkv, g.const([nh * d, nkv * d, nkv * d])], f"{scope}/qkv", n_out=3, axis=-1)
-        if rope_caches is not None:
+        if spec.qk_norm == "per_head":
+            q = head_norm(g, spec, shape, q, w, "q_norm", nh, f"{scope}/q_norm")
+            k = head_norm(g, spec, shape, k, w, "k_norm", nkv, f"{scope}/k_norm")
+        if rope_caches is not None and not gqa_rope:
             # onnxruntime's GQA rotary needs rotary_dim / 2 to be a multiple of 8, and DirectML's ignores it;
             # otherwise (a small partial rotary such as the tiny phi3's 8 of 16, or a DirectML target)
             # RotaryEmbedding nodes rotate q and k with our positions.
@@ -191,6 +198,15 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     o = g.op("MatMul", [out, g.weight(_name(f"{scope}/o", "weight"), w["o.weight"])], f"{scope}/o")
     o_bias = g.weight(_name(f"{scope}/o", "bias"), w["o.bias"]) if "o.bias" in w else ""
     return o, o_bias, (pk, pv)
+
+
+def head_norm(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, w: dict, key: str, n: int, scope: str) -> str:
+    """Per-head RMSNorm of a (B, S, n*d) projection over each head's d channels (the reference graph's
+    decomposed form: onnxruntime fuses it into SimplifiedLayerNormalization, and fp16 keeps its x² in fp32)."""
+    d = shape.head_dim
+    x = g.op("Reshape", [x, g.const([0, 0, n, d])], scope)  # (B, S, n, d)
+    x = norm(g, spec, shape, x, w, key, scope)
+    return g.op("Reshape", [x, g.const([0, 0, n * d])], scope)  # (B, S, n*d)
 
 
 def skip_norm(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, residual: str, w: dict, key: str, bias: str,

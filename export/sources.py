@@ -112,6 +112,35 @@ def _fetch_hub(repo_id: str) -> Path:
     return path
 
 
+def checkpoint_tensor_names(source: Source) -> list[str]:
+    """The tensor names stored in the checkpoint files transformers loads (the safetensors index's shards, else
+    model.safetensors; or the GGUF's table), from their headers: no weight is read."""
+    if source.kind in ("gguf", "alias"):
+        from gguf import GGUFReader
+
+        return [t.name for t in GGUFReader(str(source.path)).tensors]
+    from safetensors import safe_open
+
+    from onnx_edge.textfile import read_json
+
+    index = source.path / "model.safetensors.index.json"
+    files = {"model.safetensors"}
+    if index.is_file():
+        files = set(read_json(index, SourceError).get("weight_map", {}).values())
+    names: list[str] = []
+    for file in sorted(files):
+        if not isinstance(file, str) or Path(file).name != file:  # an index naming files outside the folder
+            raise SourceError(f"{source.text}: model.safetensors.index.json names {file!r}, not a file in the folder")
+        try:
+            with safe_open(str(source.path / file), framework="np") as fh:
+                names += list(fh.keys())
+        except Exception as exc:  # missing shard, corrupt header: SafetensorError, OSError
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SourceError(f"{source.text}: {file} could not be read "
+                              f"({type(exc).__name__}: {reason[:300]})") from None
+    return names
+
+
 def source_sha256(source: Source) -> str:
     """sha256 of the GGUF file, or over the folder's config, weights and tokenizer files (sorted by name)."""
     from onnx_edge.manifest import sha256_file

@@ -65,23 +65,45 @@ def _quiet_gguf_loader():
         gguf_utils.tqdm = saved
 
 
+def _where(source: Source) -> tuple[str, dict[str, Any]]:
+    """transformers' from_pretrained folder for `source`, and the GGUF file in it when there is one."""
+    if source.kind in ("gguf", "alias"):
+        return str(source.path.parent), {"gguf_file": source.path.name}
+    return str(source.path), {}
+
+
+@contextlib.contextmanager
+def _input_errors(source: Source):
+    """Corrupt safetensors/GGUF, config errors: all a problem with the input files, said in one line."""
+    try:
+        yield
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"{source.text}: could not be loaded ({type(exc).__name__}: {first[:300]})") from None
+
+
+def read_config(source: Source) -> dict[str, Any]:
+    """The config transformers derives from config.json (or the GGUF's metadata), no weights read: what
+    models.check_config judges before anything large loads."""
+    from transformers import AutoConfig
+
+    where, kwargs = _where(source)
+    with _input_errors(source):
+        return AutoConfig.from_pretrained(where, trust_remote_code=False, **kwargs).to_dict()
+
+
 def load_model(source: Source) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if source.kind in ("gguf", "alias"):
-        where, kwargs = str(source.path.parent), {"gguf_file": source.path.name}
-    else:
-        where, kwargs = str(source.path), {"use_safetensors": True}
-    try:
+    where, kwargs = _where(source)
+    with _input_errors(source):
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs)
         with _quiet_gguf_loader():
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False, **kwargs)
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:  # corrupt safetensors/GGUF, config errors: all a problem with the input files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SourceError(f"{source.text}: could not be loaded ({type(exc).__name__}: {first[:300]})") from None
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False,
+                                                         **(kwargs or {"use_safetensors": True}))
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{source.text}: only fast (tokenizer.json) tokenizers are supported")
     model.eval()
@@ -91,7 +113,7 @@ def load_model(source: Source) -> LoadedModel:
     return LoadedModel(model, tokenizer, config, generation)
 
 
-def rope_tables(model, context_length: int) -> tuple[np.ndarray, np.ndarray] | None:
+def rope_tables(model, context_length: int, rotary_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
     """cos/sin (context_length, rotary_dim/2) from the model's own rotary module, so every static
     rope variant (linear, llama3, yarn) is computed exactly as transformers does, scaling included."""
     import torch
@@ -100,6 +122,9 @@ def rope_tables(model, context_length: int) -> tuple[np.ndarray, np.ndarray] | N
     if rotary is None:
         return None
     inv_freq = rotary.inv_freq.detach().float()
+    if 2 * inv_freq.numel() != rotary_dim:  # the config read one way, transformers' rotary another
+        raise UnsupportedModelError(f"the model's rotary covers {2 * inv_freq.numel()} channels, the config "
+                                    f"says {rotary_dim} (head_dim x partial_rotary_factor)")
     scaling = float(getattr(rotary, "attention_scaling", 1.0))
     freqs = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (P, r/2)
     return (freqs.cos() * scaling).numpy(), (freqs.sin() * scaling).numpy()

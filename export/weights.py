@@ -43,6 +43,9 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
             bias = take(f"layers.{{i}}.{norm}.bias", i, required=False)
             if bias is not None:
                 out[p + f"{norm}.bias"] = bias
+        if spec.qk_norm != "none":
+            for norm in ("q_norm", "k_norm"):
+                out[p + f"{norm}.weight"] = take(f"layers.{{i}}.{norm}.weight", i)
         _packed(out, p + "qkv", ["q", "k", "v"], [nh * d, nkv * d, nkv * d], i, matrix, take)
         _packed(out, p + "o", ["o"], [h], i, matrix, take)
         if spec.mlp == "gated":
@@ -69,6 +72,40 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
     return out
 
 
+def check_file_tensors(spec: ArchSpec, num_layers: int, names: list[str], gguf_architecture: str | None = None) -> None:
+    """Refuse a checkpoint whose files hold tensors the weight map places nowhere, before any weight loads:
+    transformers drops unexpected names on load (a Qwen3 relabelled llama loses its q/k norms), so the loaded
+    state dict cannot show them. `gguf_architecture`: `names` are a GGUF's, mapped as transformers maps them."""
+    expected = {t.format(i=i) for t in spec.weights.values() for i in range(num_layers)}
+    # A base model's checkpoint lacks the "model." / "transformer." prefix, which transformers adds on load.
+    prefix = spec.weights["embed_tokens.weight"].split(".")[0] + "."
+    expected |= {n.removeprefix(prefix) for n in expected}
+    if gguf_architecture is not None:
+        expected = _gguf_names(expected, gguf_architecture, num_layers)
+    extra = sorted(n for n in names if n not in expected and not n.endswith(spec.ignore_suffixes))
+    if extra:
+        raise UnsupportedModelError(
+            f"{spec.model_type}: {len(extra)} tensors in the checkpoint file have no place in the graph "
+            f"(first: {', '.join(extra[:3])}); transformers would drop them, so this variant is not supported")
+
+
+def _gguf_names(hf_names: set[str], architecture: str, num_layers: int) -> set[str]:
+    """The GGUF names of `hf_names`, by gguf's tensor name map (what transformers' GGUF loader inverts)."""
+    import gguf
+
+    arch = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == architecture), None)
+    if arch is None:
+        raise UnsupportedModelError(f"the gguf library has no tensor names for architecture '{architecture}'")
+    name_map = gguf.get_tensor_name_map(arch, num_layers)
+    out = set()
+    for hf in hf_names:
+        base, _, suffix = hf.rpartition(".")
+        mapped = name_map.get_name(base)
+        if mapped is not None:
+            out.add(f"{mapped}.{suffix}")
+    return out
+
+
 def _packed(out, name, parts, widths, layer, matrix, take):
     """Store `name` from the packed HF tensor (e.g. qkv_proj) or by concatenating the parts along `out`."""
     fused = matrix(f"layers.{{i}}.{name.split('.')[-1]}.weight", layer, required=False) if len(parts) > 1 else None
@@ -92,7 +129,7 @@ def _check_shapes(w: dict[str, np.ndarray], shape: ModelShape, spec: ArchSpec) -
     for i in range(shape.num_layers):
         p = f"layers.{i}."
         expected.update({
-            p + "attn_norm.weight": (h,), p + "mlp_norm.weight": (h,),
+            p + "attn_norm.weight": (h,), p + "mlp_norm.weight": (h,), p + "q_norm.weight": (d,), p + "k_norm.weight": (d,),
             p + "qkv.weight": (h, (nh + 2 * nkv) * d), p + "o.weight": (nh * d, h),
             p + "down.weight": (inter, h),
             p + ("gate_up.weight" if spec.mlp == "gated" else "up.weight"):

@@ -7,10 +7,11 @@ import pkgutil
 from pathlib import Path
 
 from onnx_edge.errors import UnsupportedModelError
-from onnx_edge.models.spec import ArchSpec, GGUFLayout, ModelShape, shape_from_config
+from onnx_edge.models.spec import (ArchSpec, ConfigRule, GGUFLayout, ModelShape, check_config, config_rules,
+                                   shape_from_config)
 
-__all__ = ["ArchSpec", "GGUFLayout", "ModelShape", "get_spec", "gguf_layout", "shape_from_config",
-           "supported_model_types"]
+__all__ = ["ArchSpec", "ConfigRule", "GGUFLayout", "ModelShape", "check_config", "config_rules", "get_spec",
+           "gguf_layout", "shape_from_config", "supported_model_types"]
 
 # model_types that share another's module exactly.
 REMAP: dict[str, str] = {}

@@ -1,6 +1,6 @@
 """GPT-2: LayerNorm, learned positions, packed c_attn, GELU (tanh) MLP, Conv1D (in, out) weights."""
 
-from onnx_edge.models.spec import ArchSpec
+from onnx_edge.models.spec import ArchSpec, ConfigRule
 
 SPEC = ArchSpec(
     model_type="gpt2",
@@ -39,5 +39,12 @@ SPEC = ArchSpec(
         "intermediate_size": "n_inner",
         "context_length": "n_positions",
         "norm_eps": "layer_norm_epsilon",
+        "activation": "activation_function",
     },
+    # The graph's attention divides by sqrt(head_dim) on every layer and has no cross-attention block.
+    config_rules=(
+        ConfigRule("scale_attn_weights", (True,)),
+        ConfigRule("scale_attn_by_inverse_layer_idx", (False,)),
+        ConfigRule("add_cross_attention", (False,)),
+    ),
 )

@@ -1,6 +1,6 @@
 """Llama (SmolLM2, Llama 2/3, TinyLlama, ...): RMSNorm, rotary, gated SiLU MLP, grouped KV heads."""
 
-from onnx_edge.models.spec import ArchSpec, GGUFLayout
+from onnx_edge.models.spec import ArchSpec, ConfigRule, GGUFLayout
 
 # Canonical name -> HF name. Also the base that mistral and qwen2 reuse.
 LLAMA_WEIGHTS = {
@@ -35,4 +35,6 @@ SPEC = ArchSpec(
     fused=True,
     gguf=GGUFLayout("llama", permuted_qk=True),
     ignore_suffixes=(".rotary_emb.inv_freq",),
+    # transformers' Llama rotates every channel (a partial factor breaks its own scaled rope types).
+    config_rules=(ConfigRule("partial_rotary_factor", (1.0,), "the rotary covers the whole head"),),
 )

@@ -22,4 +22,5 @@ SPEC = ArchSpec(
         "lm_head.weight": "lm_head.weight",
     },
     ignore_suffixes=(".rotary_emb.inv_freq",),
+    config_keys={"sliding_window": "sliding_window"},  # Phi-3-mini-4k: 2047 on every layer
 )

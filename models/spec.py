@@ -9,9 +9,17 @@ from typing import Any
 
 from onnx_edge.errors import UnsupportedModelError
 
-# Rope variants whose frequencies are fixed at export time; the dynamic ones (dynamic NTK, longrope)
-# change with sequence length and are refused rather than exported wrongly.
-STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+# Rope types whose tables are fixed over the export's context (max_position_embeddings). transformers'
+# dynamic NTK rescales only past max_position_embeddings, so within it it is the default rope exactly;
+# longrope switches tables at original_max_position_embeddings and is refused until exported as such.
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+# Config fields that live in rope_parameters (transformers 5) or at the top level / rope_scaling (4.x).
+ROPE_FIELDS = ("rope_type", "rope_theta", "partial_rotary_factor")
+# transformers' ACT2FN names of the functions ArchSpec.activation emits: nn.SiLU under two names, and the
+# tanh GELU (FastGelu) as gelu_new and PyTorch's approximate="tanh". The erf GELU ("gelu") is another function.
+ACTIVATION_NAMES = {"silu": ("silu", "swish"), "gelu_tanh": ("gelu_new", "gelu_pytorch_tanh")}
+# ArchSpec.qk_norm values both graph builders implement.
+QK_NORMS = ("none", "per_head")
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,16 @@ class GGUFLayout:
     architecture: str  # the file's general.architecture
     # llama.cpp permuted the q/k rows and transformers' GGUF loader un-permutes them (LlamaTensorProcessor).
     permuted_qk: bool
+
+
+@dataclass(frozen=True)
+class ConfigRule:
+    """A config field the family's graph implements only for the `allowed` values (every item of a list
+    field); check_config refuses anything else before a weight loads. `why` ends the message."""
+
+    field: str
+    allowed: tuple
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,8 +60,18 @@ class ArchSpec:
     conv1d: bool = False
     # State-dict entries that are buffers, not weights.
     ignore_suffixes: tuple[str, ...] = ()
-    # Config field aliases: canonical name -> HF config key (normalized-config adapter).
+    # Config field aliases: canonical name -> HF config key (normalized-config adapter). `sliding_window`
+    # only where the family's attention reads it on every layer (a stray one is ignored, as transformers does).
     config_keys: dict[str, str] = field(default_factory=dict)
+    # Config values beyond the activation and rope type (config_rules adds those) the graph implements.
+    config_rules: tuple[ConfigRule, ...] = ()
+    # RMSNorm of q and k before rotary: "none", or "per_head" (qwen3: weight (head_dim,), over each head's
+    # channels; canonical weights layers.{i}.q_norm / k_norm). olmo2's full-width norm would be another value.
+    qk_norm: str = "none"
+
+    def __post_init__(self):
+        if self.qk_norm not in QK_NORMS:
+            raise ValueError(f"{self.model_type}: qk_norm {self.qk_norm!r} is not one of {', '.join(QK_NORMS)}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,7 @@ _DEFAULT_KEYS = {
     "vocab_size": "vocab_size",
     "context_length": "max_position_embeddings",
     "norm_eps": "rms_norm_eps",
+    "activation": "hidden_act",
 }
 
 
@@ -97,13 +126,36 @@ def _ids(value) -> list[int]:
 
 
 def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
-    """transformers 5 keeps rope settings in `rope_parameters`; 4.x in rope_theta + rope_scaling."""
-    params = dict(config.get("rope_parameters") or {})
-    if not params:
-        params = dict(config.get("rope_scaling") or {})
-        params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    """The rope settings of either layout: transformers 5's `rope_parameters`, or 4.x's rope_scaling plus
+    top-level rope_theta / partial_rotary_factor (the fallback where rope_parameters lacks one, as in 5)."""
+    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    params["partial_rotary_factor"] = params.get("partial_rotary_factor") or config.get("partial_rotary_factor") or 1.0
     params.setdefault("rope_type", params.get("type", "default"))
     return params
+
+
+def config_rules(spec: ArchSpec) -> tuple[ConfigRule, ...]:
+    """Every config value `spec`'s graph implements: its activation, its rope types, then the family's own."""
+    keys = {**_DEFAULT_KEYS, **spec.config_keys}
+    rules = (ConfigRule(keys["activation"], ACTIVATION_NAMES[spec.activation]),)
+    if spec.positions == "rope":
+        rules += (ConfigRule("rope_type", ROPE_TYPES, "the graph's rotary tables are fixed at export"),)
+    return rules + spec.config_rules
+
+
+def check_config(spec: ArchSpec, config: dict[str, Any]) -> None:
+    """Refuse, naming the field, any config value `spec`'s graph does not implement exactly. A field the
+    config lacks takes transformers' default, which every rule allows (tests/test_config_guards.py)."""
+    rope = rope_parameters(config)
+    for rule in config_rules(spec):
+        value = rope.get(rule.field) if rule.field in ROPE_FIELDS else config.get(rule.field)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and item not in rule.allowed:
+                why = f": {rule.why}" if rule.why else ""
+                raise UnsupportedModelError(
+                    f"{spec.model_type} {rule.field} {item!r} is not supported "
+                    f"(supported: {', '.join(map(str, rule.allowed))}){why}")
 
 
 def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelShape:
@@ -123,16 +175,12 @@ def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[s
     intermediate = config.get(keys["intermediate_size"]) or 4 * hidden
     if spec.positions == "rope":
         rope = rope_parameters(config)
-        rope_type = rope.get("rope_type", "default")
-        if rope_type not in STATIC_ROPE_TYPES:
-            raise UnsupportedModelError(
-                f"rope type '{rope_type}' is not supported (supported: {', '.join(STATIC_ROPE_TYPES)})"
-            )
-        rotary_dim = int(head_dim * float(config.get("partial_rotary_factor") or 1.0))
-        rope_theta = float(rope.get("rope_theta", 10000.0))
+        rope_type = rope["rope_type"]
+        rotary_dim = int(head_dim * float(rope["partial_rotary_factor"]))
+        rope_theta = float(rope["rope_theta"])
     else:
         rope_type, rotary_dim, rope_theta = "none", 0, 0.0
-    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    window = config.get(keys["sliding_window"]) if "sliding_window" in keys else None
     gen = generation or {}
     eos = _ids(gen.get("eos_token_id", config.get("eos_token_id")))
     bos = gen.get("bos_token_id", config.get("bos_token_id"))

@@ -1,7 +1,7 @@
 """Offline, deterministic test fixtures: a tiny byte-level BPE tokenizer and tiny random decoder LMs.
 
 Nothing here touches the network. The tokenizer is trained in-process on text bundled with Python
-(`pydoc_data.topics`); the models are random-weight `transformers` models in five architectures.
+(`pydoc_data.topics`); the models are random-weight `transformers` models in six architectures.
 
 Importable as `from tests.fixtures import build_tokenizer, build_tiny_model, TINY_CONFIGS`;
 `tests/conftest.py` wraps these in session-scoped pytest fixtures.
@@ -99,8 +99,8 @@ def build_tokenizer(folder: Path) -> None:
 
 _IDS = dict(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
 
-# Shared shape of the four rope/RMSNorm/gated-MLP architectures: grouped-query attention (4 query heads
-# over 2 kv heads), head_dim 16.
+# Shared shape of the five rope/RMSNorm/gated-MLP architectures: grouped-query attention (4 query heads
+# over 2 kv heads), head_dim 16 (qwen3 sets its own).
 _GQA_COMMON: dict[str, Any] = dict(
     vocab_size=VOCAB_SIZE,
     hidden_size=64,
@@ -120,6 +120,9 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "mistral": dict(_GQA_COMMON, model_type="mistral", tie_word_embeddings=False, sliding_window=16),
     # q/k/v biases (Qwen2 always has them) and tied embeddings (lm_head shares embed_tokens).
     "qwen2": dict(_GQA_COMMON, model_type="qwen2", tie_word_embeddings=True),
+    # Per-head q/k RMSNorm before rotary, head_dim 32 != hidden / heads (16), no q/k/v biases
+    # (attention_bias false, as every released Qwen3), tied embeddings (Qwen3-0.6B), Qwen3's rope base.
+    "qwen3": dict(_GQA_COMMON, model_type="qwen3", head_dim=32, tie_word_embeddings=True, rope_theta=1000000.0),
     # Packed qkv_proj / gate_up_proj, partial rotary (rotary dim 8 of head_dim 16), untied.
     # original_max_position_embeddings defaults to 4096; pin it to the real context so nothing
     # treats the model as long-context.
@@ -149,13 +152,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(model_type: str):
-    """The `transformers` config object for TINY_CONFIGS[model_type]."""
+def make_config(model_type: str, **overrides):
+    """The `transformers` config object for TINY_CONFIGS[model_type], with `overrides` (a variant's fields)."""
     from transformers import AutoConfig
 
     if model_type not in TINY_CONFIGS:
         raise KeyError(f"no tiny config for {model_type!r}; have {sorted(TINY_CONFIGS)}")
-    kwargs = copy.deepcopy(TINY_CONFIGS[model_type])
+    kwargs = {**copy.deepcopy(TINY_CONFIGS[model_type]), **overrides}
     kwargs.pop("model_type")
     return AutoConfig.for_model(model_type, **kwargs)
 
@@ -198,15 +201,16 @@ def reinit_weights(model, seed: int) -> None:
                 param.copy_(1.0 + _NORM_JITTER * noise)
 
 
-def build_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
+def build_tiny_model(model_type: str, folder: Path, seed: int = 0, **overrides) -> Path:
     """Build, save and return a tiny random `model_type` model folder (config, safetensors weights,
-    generation_config.json, tokenizer). Same `seed` -> bit-identical weights."""
+    generation_config.json, tokenizer). Same `seed` -> bit-identical weights. `overrides` change config
+    fields for a variant (a wider phi3, a qwen3 with biases)."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = make_config(model_type)
+    config = make_config(model_type, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     reinit_weights(model, seed)

@@ -195,7 +195,8 @@ def _model_type_number(tmp_path, src, mp):
 
 
 KNOWN_BUGS = [
-    # torch_model.load_model catches OSError/ValueError/KeyError; safetensors' SafetensorError is none of them.
+    # Once bugs, now regression cases: corrupt or truncated safetensors fail at the header read (the export's
+    # checkpoint tensor check, before loading) as SourceError; a numeric model_type is an UnsupportedModelError.
     ("corrupt-safetensors", _corrupt_safetensors, SourceError),
     ("truncated-safetensors", _truncated_safetensors, SourceError),
     # models.get_spec calls model_type.isidentifier() on whatever config.json holds.

@@ -175,6 +175,7 @@ FAMILY_FACTS = {
     "mistral": (True, ("mistral", False)),
     "phi3": (True, None),
     "qwen2": (True, ("qwen2", False)),
+    "qwen3": (True, ("qwen3", False)),
 }
 
 
@@ -200,7 +201,7 @@ def test_gguf_layout_comes_from_the_spec():
     from onnx_edge.models import gguf_layout
 
     assert gguf_layout("llama") is get_spec("llama").gguf
-    with pytest.raises(UnsupportedModelError, match="llama, mistral, qwen2 tensor layouts, not 'gpt2'"):
+    with pytest.raises(UnsupportedModelError, match="llama, mistral, qwen2, qwen3 tensor layouts, not 'gpt2'"):
         gguf_layout("gpt2")
 
 

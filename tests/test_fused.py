@@ -12,9 +12,10 @@ import onnx
 import pytest
 
 from onnx_edge.manifest import Manifest, read_manifest
+from onnx_edge.models import get_spec
 from tests.fixtures import TINY_CONFIGS
 
-ARCHS = sorted(TINY_CONFIGS)  # llama, mistral, qwen2, phi3 (GQA + RMSNorm + rotary) and gpt2
+ARCHS = sorted(TINY_CONFIGS)  # llama, mistral, qwen2, qwen3, phi3 (GQA + RMSNorm + rotary) and gpt2
 PROMPT = "The quick brown fox jumps over the lazy dog because"
 
 
@@ -95,7 +96,10 @@ def test_fused_op_counts(arch, fused_models):
         # tiny phi3's partial rotary (8 of 16 channels) takes the RotaryEmbedding fallback.
         inside = (shape["rotary_dim"] // 2) % 8 == 0
         assert ops["RotaryEmbedding"] == (0 if inside else 2 * n)
-        assert ops["Split"] == (n if inside else 2 * n)  # gate|up (+ q|k|v for the fallback)
+        # gate|up, + q|k|v for the fallback or for qwen3's q/k norms (GQA still rotates the normed q and k)
+        split_qkv = not inside or get_spec(arch).qk_norm != "none"
+        assert ops["Split"] == (2 * n if split_qkv else n)
+        assert ops["ReduceMean"] == 1 + (2 * n if get_spec(arch).qk_norm == "per_head" else 0)  # first norm (+ q, k)
     model = onnx.load(folder / "model.onnx", load_external_data=False)
     assert {o.domain: o.version for o in model.opset_import}.get("com.microsoft") == 1
     onnx.checker.check_model(str(folder / "model.onnx"))
@@ -104,22 +108,11 @@ def test_fused_op_counts(arch, fused_models):
 def test_partial_rotary_inside_gqa(tmp_path_factory):
     """A phi3 whose partial rotary fits GQA's own rotary (head_dim 32, factor 0.5: 16 rotated channels):
     exported fused, checked against PyTorch, no RotaryEmbedding nodes, left-padded batch = single runs."""
-    torch = pytest.importorskip("torch")
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-
+    pytest.importorskip("torch")
     from onnx_edge.export import export
-    from tests import fixtures
+    from tests.fixtures import build_tiny_model
 
-    kwargs = dict(fixtures.TINY_CONFIGS["phi3"], hidden_size=128, intermediate_size=256)
-    kwargs.pop("model_type")
-    src = tmp_path_factory.mktemp("phi3-wide")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", **kwargs), dtype=torch.float32)
-    fixtures.reinit_weights(model, 0)
-    model.save_pretrained(src)
-    GenerationConfig(bos_token_id=fixtures.BOS_ID, eos_token_id=fixtures.EOS_ID,
-                     pad_token_id=fixtures.PAD_ID).save_pretrained(src)
-    fixtures.build_tokenizer(src)
+    src = build_tiny_model("phi3", tmp_path_factory.mktemp("phi3-wide"), hidden_size=128, intermediate_size=256)
     out = tmp_path_factory.mktemp("phi3-wide-onnx") / "model"
     m = export(str(src), out)
     assert m.graph == "fused" and m.architecture["rotary_dim"] == 16 and m.architecture["head_dim"] == 32
@@ -142,7 +135,7 @@ def test_reference_graph_stays_selectable(fused_models):
     assert ops["GroupQueryAttention"] == 0 and ops["Softmax"] == m.architecture["num_layers"]
 
 
-@pytest.mark.parametrize("arch", ["llama", "phi3", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "phi3", "qwen3", "gpt2"])
 def test_fused_equals_reference_on_a_left_padded_batch(arch, fused_models):
     """Both graphs fed the same left-padded batch and 4 cached steps agree at every real position."""
     from onnx_edge.runtime.session import DecoderSession
