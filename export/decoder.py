@@ -29,11 +29,17 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
     g = Graph(opset=opset)
     ids, mask_in, pos, past = decoder_inputs(g, io, shape)
 
-    mask = attention_mask(g, ids, mask_in, shape.sliding_window)  # (B, 1, S, T) bool
-    cos_sin = rotary_tables(g, pos, rope) if spec.positions == "rope" else None
+    # One (B, 1, S, T) bool mask per distinct layer window (gemma2 alternates sliding and full layers).
+    windows = dict.fromkeys(shape.window(i) for i in range(shape.num_layers))
+    masks = {win: attention_mask(g, ids, mask_in, win) for win in windows}
+    rope, local_rope = split_local_rope(shape, rope)  # gemma3: the sliding layers' own tables
+    cos_sin = rotary_tables(g, longrope_positions(g, shape, pos), rope) if spec.positions == "rope" else None
+    local_cos_sin = rotary_tables(g, pos, local_rope, "model.rotary.local") if local_rope else None
 
     x = g.op("Gather", [g.weight("model.embed_tokens.weight", weights["embed_tokens.weight"]), ids],
              "/model/embed_tokens")  # (B, S, hidden)
+    x = scale_embedding(g, spec, shape, x)
+    x = scaled(g, x, shape.embedding_multiplier, "/model/embed_multiplier")  # granite
     if spec.positions == "learned":
         wpe = g.weight(LEARNED_POSITIONS, weights["pos_embed.weight"])
         x = g.op("Add", [x, g.op("Gather", [wpe, pos], "/model/pos_embed")], "/model/pos_embed")
@@ -42,12 +48,25 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
     for i in range(shape.num_layers):
         scope = f"/model/layers.{i}"
         w = {k.removeprefix(f"layers.{i}."): v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
-        h = norm(g, spec, shape, x, w, "attn_norm", f"{scope}/attn_norm")
-        attn, present = attention(g, spec, shape, h, w, past[i], mask, cos_sin, f"{scope}/attn")
+        pre = spec.block != "post_norm"  # post_norm (olmo2): the sublayer's output is normed, not its input
+        h = norm(g, spec, shape, x, w, "attn_norm", f"{scope}/attn_norm") if pre else x
+        layer_cos_sin = local_cos_sin if shape.uses_local_rope(i) else cos_sin  # gemma3
+        attn, present = attention(g, spec, shape, h, w, past[i], masks[shape.window(i)],
+                                  layer_cos_sin if shape.uses_rope(i) else None,
+                                  f"{scope}/attn")  # smollm3: NoPE layers skip the rotary
         presents.append(present)
-        x = g.op("Add", [x, attn], f"{scope}/attn_residual")
-        h = norm(g, spec, shape, x, w, "mlp_norm", f"{scope}/mlp_norm")
-        x = g.op("Add", [x, mlp(g, spec, shape, h, w, f"{scope}/mlp")], f"{scope}/mlp_residual")
+        attn = attn if pre else norm(g, spec, shape, attn, w, "attn_norm", f"{scope}/attn_norm")
+        if spec.block == "sandwich":  # gemma2 / gemma3: the output normed too, before the residual add
+            attn = norm(g, spec, shape, attn, w, "attn_post_norm", f"{scope}/attn_post_norm")
+        x = g.op("Add", [x, scaled(g, attn, shape.residual_multiplier, f"{scope}/attn_residual")],
+                 f"{scope}/attn_residual")
+        h = norm(g, spec, shape, x, w, "mlp_norm", f"{scope}/mlp_norm") if pre else x
+        out = mlp(g, spec, shape, h, w, f"{scope}/mlp")
+        out = out if pre else norm(g, spec, shape, out, w, "mlp_norm", f"{scope}/mlp_norm")
+        if spec.block == "sandwich":  # gemma2 / gemma3
+            out = norm(g, spec, shape, out, w, "mlp_post_norm", f"{scope}/mlp_post_norm")
+        x = g.op("Add", [x, scaled(g, out, shape.residual_multiplier, f"{scope}/mlp_residual")],
+                 f"{scope}/mlp_residual")
 
     x = norm(g, spec, shape, x, {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")},
              "norm", "/model/final_norm")
@@ -59,6 +78,28 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
         g.output(k, io.present_key.format(i=i), FLOAT, present_shape)
         g.output(v, io.present_value.format(i=i), FLOAT, present_shape)
     return g.model(f"{shape.model_type}_decoder", "onnx-edge-kit", producer_version), io
+
+
+def scale_embedding(g: Graph, spec: ArchSpec, shape: ModelShape, x: str) -> str:
+    """gemma family: the gathered rows (B, S, hidden) times sqrt(hidden) as an fp32 constant, as transformers'
+    embed_scale buffer; the table itself stays unscaled for a tied lm_head."""
+    if spec.embed_scale == "none":
+        return x
+    return g.op("Mul", [x, g.const(shape.hidden_size ** 0.5, np.float32)], "/model/embed_scale")
+
+
+def scaled(g: Graph, x: str, factor: float, scope: str) -> str:
+    """granite: x times a config multiplier, as transformers multiplies (no node when it is 1)."""
+    return x if factor == 1.0 else g.op("Mul", [x, g.const(factor, np.float32)], scope)
+
+
+def softcap(g: Graph, x: str, cap: float | None, scope: str) -> str:
+    """gemma2: cap * tanh(x / cap); x when cap is None. x / cap as a Mul by fp32(1 / cap) (within an ulp of
+    transformers' division): the fp16 conversion keeps every Div in fp32 and cannot feed one an fp16 tensor."""
+    if cap is None:
+        return x
+    inner = g.op("Tanh", [g.op("Mul", [x, g.const(1.0 / cap, np.float32)], scope)], scope)
+    return g.op("Mul", [inner, g.const(cap, np.float32)], scope)
 
 
 def decoder_inputs(g: Graph, io: IOSpec, shape: ModelShape):
@@ -94,12 +135,35 @@ def attention_mask(g: Graph, ids: str, mask_in: str, window: int | None) -> str:
     return g.op("And", [allowed, pad], s)
 
 
-def rotary_tables(g: Graph, pos: str, rope: tuple[np.ndarray, np.ndarray]) -> tuple[str, str]:
+def longrope_positions(g: Graph, shape: ModelShape, pos: str) -> str:
+    """phi3 longrope: each position's row in the [short rows 0..O; long rows 0..P] tables (torch_model.rope_tables),
+    O = original_max_position_embeddings: + O for the whole call when its largest position id is >= O, as
+    transformers picks a call's factors (max(position_ids) + 1 > O). Cached keys keep the rotation they got.
+    Any other rope: the positions as they are."""
+    switch = shape.longrope_original_max
+    if switch is None:
+        return pos
+    s = "/model/longrope"
+    top = g.op("ReduceMax", [pos], s, keepdims=0)  # (): the call's largest position, over the whole batch
+    long = g.op("GreaterOrEqual", [top, g.const(switch)], s)
+    return g.op("Add", [pos, g.op("Where", [long, g.const(switch), g.const(0)], s)], s)  # (B, S)
+
+
+def split_local_rope(shape: ModelShape, rope):
+    """gemma3 (shape.local_rope): the stacked tables' (full-attention, sliding-layer) halves; else (rope, None)."""
+    if not shape.local_rope or rope is None:
+        return rope, None
+    n = len(rope[0]) // 2  # not context_length: the DirectML export shortens that after the tables are made
+    return (rope[0][:n], rope[1][:n]), (rope[0][n:], rope[1][n:])
+
+
+def rotary_tables(g: Graph, pos: str, rope: tuple[np.ndarray, np.ndarray], prefix: str = "model.rotary"
+                  ) -> tuple[str, str]:
     """cos/sin for the given positions, doubled to rotary_dim: (B, 1, S, rotary_dim)."""
     s = "/model/rotary"
     out = []
     for name, table in zip(("cos", "sin"), rope):
-        half = g.op("Gather", [g.weight(f"model.rotary.{name}_cache", table.astype(np.float32)), pos], s)  # (B, S, r/2)
+        half = g.op("Gather", [g.weight(f"{prefix}.{name}_cache", table.astype(np.float32)), pos], s)  # (B, S, r/2)
         full = g.op("Concat", [half, half], s, axis=-1)  # (B, S, r)
         out.append(g.op("Unsqueeze", [full, g.const([1])], s))  # (B, 1, S, r)
     return out[0], out[1]
@@ -157,6 +221,9 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     nh, nkv, d = shape.num_heads, shape.num_kv_heads, shape.head_dim
     qkv = linear(g, h, w, "qkv", f"{scope}/qkv")  # (B, S, (nh + 2 nkv) d)
     q, k, v = g.op("Split", [qkv, g.const([nh * d, nkv * d, nkv * d])], f"{scope}/qkv", n_out=3, axis=-1)
+    if spec.qk_norm == "full_width":  # olmo2: (B, S, n*d), over every head's channels at once
+        q = norm(g, spec, shape, q, w, "q_norm", f"{scope}/q_norm")
+        k = norm(g, spec, shape, k, w, "k_norm", f"{scope}/k_norm")
     q, k, v = heads(g, q, nh, d, f"{scope}/q"), heads(g, k, nkv, d, f"{scope}/k"), heads(g, v, nkv, d, f"{scope}/v")
     if spec.qk_norm == "per_head":  # (B, n, S, d): the norm's last axis is each head's channels, as in HF
         q = norm(g, spec, shape, q, w, "q_norm", f"{scope}/q_norm")
@@ -171,7 +238,9 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
         k, v = (repeat_kv(g, t, nh, nkv, d, f"{scope}/repeat_{n}") for t, n in ((k, "k"), (v, "v")))
     kt = g.op("Transpose", [k], scope, perm=[0, 1, 3, 2])  # (B, nh, d, T)
     scores = g.op("MatMul", [q, kt], f"{scope}/scores")  # (B, nh, S, T)
-    scores = g.op("Mul", [scores, g.const(1.0 / math.sqrt(d), np.float32)], f"{scope}/scores")
+    scale = 1.0 / math.sqrt(d) if shape.attention_scale is None else shape.attention_scale  # granite's own
+    scores = g.op("Mul", [scores, g.const(scale, np.float32)], f"{scope}/scores")
+    scores = softcap(g, scores, shape.attn_softcap, f"{scope}/softcap")  # gemma2
     scores = g.op("Where", [mask, scores, g.const(MASK_VALUE, np.float32)], f"{scope}/scores")
     probs = g.op("Softmax", [scores], f"{scope}/scores", axis=-1)
     ctx = g.op("MatMul", [probs, v], f"{scope}/context")  # (B, nh, S, d)
@@ -217,6 +286,10 @@ def lm_head(g: Graph, shape: ModelShape, x: str, weights: dict[str, np.ndarray])
         table = "model.embed_tokens.weight"
     flat = g.op("Reshape", [x, g.const([-1, shape.hidden_size])], s)  # (B*S, hidden)
     logits = g.op("Gemm", [flat, table], s, transB=1)  # (B*S, vocab)
+    # granite: logits / logits_scaling as a Mul by the fp32 reciprocal (within an ulp of transformers' division;
+    # a Div would stay fp32 in the fp16 graphs, whose converter keeps Div for the norms, and break typing).
+    logits = scaled(g, logits, float(np.float32(1.0) / np.float32(shape.logits_scaling)), s)
+    logits = softcap(g, logits, shape.final_softcap, "/lm_head/softcap")  # gemma2
     lead = g.op("Shape", [x], s, start=0, end=2)  # (2,) = B, S
     out_shape = g.op("Concat", [lead, g.const([shape.vocab_size])], s, axis=0)
     return g.op("Reshape", [logits, out_shape], s)  # (B, S, vocab)

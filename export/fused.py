@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnx_edge.export.decoder import _name, decoder_inputs, norm
+from onnx_edge.export.decoder import (_name, decoder_inputs, longrope_positions, norm, scale_embedding, scaled,
+                                      softcap, split_local_rope)
 from onnx_edge.export.graph import FLOAT, Graph
 from onnx_edge.manifest import IOSpec
 from onnx_edge.models.spec import ArchSpec, ModelShape
@@ -36,9 +37,10 @@ MS = "com.microsoft"
 
 def gqa_rotary(shape: ModelShape) -> bool:
     """Whether GroupQueryAttention can apply the rotary itself (onnxruntime: cos_cache width, rotary_dim / 2,
-    a multiple of 8 and at most head_dim / 2)."""
+    a multiple of 8 and at most head_dim / 2). Not for longrope (phi3): GQA indexes its caches by cache row, and
+    the long/short switch is a per-call row offset (decoder.longrope_positions) that RotaryEmbedding takes."""
     half = shape.rotary_dim // 2
-    return half > 0 and half % 8 == 0 and half <= shape.head_dim // 2
+    return half > 0 and half % 8 == 0 and half <= shape.head_dim // 2 and shape.longrope_original_max is None
 
 
 def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarray],
@@ -58,17 +60,23 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
     seqlens, total, align, unalign = attention_inputs(g, pos, mask_in)
     ids = left_align(g, ids, align, "/model/align_ids")
     if not gqa_rope:
-        pos = left_align(g, pos, align, "/model/align_positions")
+        pos = longrope_positions(g, shape, left_align(g, pos, align, "/model/align_positions"))
     else:
         pos = None  # GQA's rotary takes each token's position from its cache row (= position_ids)
-    rope_caches = None
+    rope_caches = local_caches = None
+    rope, local_rope = split_local_rope(shape, rope)  # gemma3: the sliding layers' own tables
     if spec.positions == "rope":
         cos, sin = rope
         rope_caches = (g.weight("model.rotary.cos_cache", np.ascontiguousarray(cos, np.float32)),
                        g.weight("model.rotary.sin_cache", np.ascontiguousarray(sin, np.float32)))
+    if local_rope:
+        local_caches = (g.weight("model.rotary.local.cos_cache", np.ascontiguousarray(local_rope[0], np.float32)),
+                        g.weight("model.rotary.local.sin_cache", np.ascontiguousarray(local_rope[1], np.float32)))
 
     x = g.op("Gather", [g.weight("model.embed_tokens.weight", weights["embed_tokens.weight"]), ids],
              "/model/embed_tokens")
+    x = scale_embedding(g, spec, shape, x)
+    x = scaled(g, x, shape.embedding_multiplier, "/model/embed_multiplier")  # granite
     if spec.positions == "learned":
         wpe = g.weight(LEARNED_POSITIONS, weights["pos_embed.weight"])
         x = g.op("Add", [x, g.op("Gather", [wpe, pos], "/model/pos_embed")], "/model/pos_embed")
@@ -76,28 +84,41 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
     def layer_weights(i):
         return {k.removeprefix(f"layers.{i}."): v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
 
-    # The first norm has no residual to add; the reference's decomposed form is fused by onnxruntime
-    # (SimplifiedLayerNormalization / LayerNormalization) at load.
-    w = layer_weights(0)
-    h = norm(g, spec, shape, x, w, "attn_norm", "/model/layers.0/attn_norm")
-    residual = x
-    presents = []
-    n = shape.num_layers
-    for i in range(n):
-        scope = f"/model/layers.{i}"
-        attn, o_bias, present = attention(g, spec, shape, h, w, past[i], pos, seqlens, total, rope_caches,
-                                          f"{scope}/attn", gqa_rope, rotary_in_attention)
-        presents.append(present)
-        h, residual = skip_norm(g, spec, shape, attn, residual, w, "mlp_norm", o_bias, f"{scope}/mlp_norm")
-        out, down_bias = mlp(g, spec, shape, h, w, f"{scope}/mlp")
-        if i + 1 < n:
-            w = layer_weights(i + 1)
-            h, residual = skip_norm(g, spec, shape, out, residual, w, "attn_norm", down_bias,
-                                    f"/model/layers.{i + 1}/attn_norm")
-        else:
-            final = {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")}
-            h, _ = skip_norm(g, spec, shape, out, residual, final, "norm", down_bias, "/model/final_norm",
-                             need_sum=False)
+    def layer_rope(i):  # smollm3: a NoPE layer gets no rotary at all (GQA do_rotary=0, no RotaryEmbedding)
+        caches = local_caches if shape.uses_local_rope(i) else rope_caches  # gemma3: sliding layers' base
+        return (caches, gqa_rope) if shape.uses_rope(i) else (None, False)
+
+    if spec.block == "post_norm":  # olmo2: the sublayer outputs are normed, so there is no skip-norm chain
+        h, presents = post_norm_layers(g, spec, shape, x, weights, layer_weights, past, pos, seqlens, total,
+                                       layer_rope, rotary_in_attention)
+    else:
+        # The first norm has no residual to add; the reference's decomposed form is fused by onnxruntime
+        # (SimplifiedLayerNormalization / LayerNormalization) at load.
+        w = layer_weights(0)
+        h = norm(g, spec, shape, x, w, "attn_norm", "/model/layers.0/attn_norm")
+        residual = x
+        presents = []
+        n = shape.num_layers
+        for i in range(n):
+            scope = f"/model/layers.{i}"
+            caches, layer_gqa_rope = layer_rope(i)
+            attn, o_bias, present = attention(g, spec, shape, h, w, past[i], pos, seqlens, total, caches,
+                                              f"{scope}/attn", layer_gqa_rope, rotary_in_attention, layer=i)
+            presents.append(present)
+            attn, o_bias = residual_branch(g, shape, attn, o_bias, f"{scope}/attn_residual")  # granite
+            attn, o_bias = sandwich_norm(g, spec, shape, attn, o_bias, w, "attn_post_norm", f"{scope}/attn_post_norm")
+            h, residual = skip_norm(g, spec, shape, attn, residual, w, "mlp_norm", o_bias, f"{scope}/mlp_norm")
+            out, down_bias = mlp(g, spec, shape, h, w, f"{scope}/mlp")
+            out, down_bias = residual_branch(g, shape, out, down_bias, f"{scope}/mlp_residual")  # granite
+            out, down_bias = sandwich_norm(g, spec, shape, out, down_bias, w, "mlp_post_norm", f"{scope}/mlp_post_norm")
+            if i + 1 < n:
+                w = layer_weights(i + 1)
+                h, residual = skip_norm(g, spec, shape, out, residual, w, "attn_norm", down_bias,
+                                        f"/model/layers.{i + 1}/attn_norm")
+            else:
+                final = {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")}
+                h, _ = skip_norm(g, spec, shape, out, residual, final, "norm", down_bias, "/model/final_norm",
+                                 need_sum=False)
 
     logits = lm_head(g, shape, h, weights, keep, unalign)
     g.output(logits, io.logits, FLOAT, ["batch", "logits_sequence", shape.vocab_size])
@@ -155,11 +176,52 @@ def left_align(g: Graph, x: str, index: str, scope: str) -> str:
                 name="ReshapeOut")
 
 
+def post_norm_layers(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, weights: dict, layer_weights, past,
+                     pos: str, seqlens: str, total: str, layer_rope, rotary_in_attention: bool) -> tuple[str, list]:
+    """olmo2's layers: x + norm(attn(x)), then x + norm(mlp(x)), and the final norm. The norms are the reference's
+    decomposed RMSNorm (onnxruntime fuses it into SimplifiedLayerNormalization); returns (h, presents)."""
+    presents = []
+    for i in range(shape.num_layers):
+        scope = f"/model/layers.{i}"
+        w = layer_weights(i)
+        caches, layer_gqa_rope = layer_rope(i)
+        attn, o_bias, present = attention(g, spec, shape, x, w, past[i], pos, seqlens, total, caches,
+                                          f"{scope}/attn", layer_gqa_rope, rotary_in_attention, layer=i)
+        presents.append(present)
+        attn = g.op("Add", [attn, o_bias], f"{scope}/o") if o_bias else attn
+        x = g.op("Add", [x, norm(g, spec, shape, attn, w, "attn_norm", f"{scope}/attn_norm")], f"{scope}/attn_residual")
+        out, down_bias = mlp(g, spec, shape, x, w, f"{scope}/mlp")
+        out = g.op("Add", [out, down_bias], f"{scope}/mlp") if down_bias else out
+        x = g.op("Add", [x, norm(g, spec, shape, out, w, "mlp_norm", f"{scope}/mlp_norm")], f"{scope}/mlp_residual")
+    final = {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")}
+    return norm(g, spec, shape, x, final, "norm", "/model/final_norm"), presents
+
+
+def residual_branch(g: Graph, shape: ModelShape, x: str, bias: str, scope: str) -> tuple[str, str]:
+    """granite: the sublayer output (its bias added first) times residual_multiplier, as transformers scales it
+    before the residual add; the bias then no longer goes into the skip norm. Unchanged when the multiplier is 1."""
+    if shape.residual_multiplier == 1.0:
+        return x, bias
+    x = g.op("Add", [x, bias], scope) if bias else x
+    return scaled(g, x, shape.residual_multiplier, scope), ""
+
+
+def sandwich_norm(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, bias: str, w: dict, key: str,
+                  scope: str) -> tuple[str, str]:
+    """gemma2 / gemma3 (block "sandwich"): the sublayer output (its bias added first) normed before the skip
+    norm adds it to the residual; the decomposed RMSNorm, which onnxruntime fuses. Unchanged otherwise."""
+    if spec.block != "sandwich":
+        return x, bias
+    x = g.op("Add", [x, bias], scope) if bias else x
+    return norm(g, spec, shape, x, w, key, scope), ""
+
+
 def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past: tuple[str, str], pos: str,
               seqlens: str, total: str, rope_caches, scope: str, gqa_rope: bool,
-              packed_qkv: bool):
+              packed_qkv: bool, layer: int = 0):
     """Returns the attention output before the o-projection bias (the bias goes into the following
-    Skip*LayerNormalization), that bias (or ""), and (present_key, present_value)."""
+    Skip*LayerNormalization), that bias (or ""), and (present_key, present_value). `layer` picks the
+    window (gemma2: per layer)."""
     nh, nkv, d = shape.num_heads, shape.num_kv_heads, shape.head_dim
     qkv = g.op("MatMul", [h, g.weight(_name(f"{scope}/qkv", "weight"), w["qkv.weight"])], f"{scope}/qkv")
     if "qkv.bias" in w:
@@ -169,6 +231,10 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
     # position_ids), which is what GQA's rotary uses.
     inputs = [qkv, "", "", past[0], past[1], seqlens, total]
     attrs = dict(num_heads=nh, kv_num_heads=nkv)
+    if shape.attention_scale is not None:  # granite: its attention_multiplier replaces 1/sqrt(head_dim)
+        attrs["scale"] = float(shape.attention_scale)
+    if shape.attn_softcap is not None:  # gemma2: GQA caps the scaled scores, cap * tanh(x / cap), before softmax
+        attrs["softcap"] = float(shape.attn_softcap)
     if gqa_rope:
         inputs += list(rope_caches)
         attrs.update(do_rotary=1, rotary_interleaved=0)
@@ -179,6 +245,9 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
         if spec.qk_norm == "per_head":
             q = head_norm(g, spec, shape, q, w, "q_norm", nh, f"{scope}/q_norm")
             k = head_norm(g, spec, shape, k, w, "k_norm", nkv, f"{scope}/k_norm")
+        elif spec.qk_norm == "full_width":  # olmo2: (B, S, n*d) normed over every head's channels at once
+            q = norm(g, spec, shape, q, w, "q_norm", f"{scope}/q_norm")
+            k = norm(g, spec, shape, k, w, "k_norm", f"{scope}/k_norm")
         if rope_caches is not None and not gqa_rope:
             # onnxruntime's GQA rotary needs rotary_dim / 2 to be a multiple of 8, and DirectML's ignores it;
             # otherwise (a small partial rotary such as the tiny phi3's 8 of 16, or a DirectML target)
@@ -189,10 +258,10 @@ def attention(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, past
             k = g.op("RotaryEmbedding", [k, pos, cos, sin], f"{scope}/k_rotary", domain=MS,
                      num_heads=nkv, rotary_embedding_dim=shape.rotary_dim, interleaved=0)
         inputs[:3] = [q, k, v]
-    if shape.sliding_window:
+    if shape.window(layer):
         # HF: a query sees the `window` keys ending at itself (key > query - window). onnxruntime 1.32's CPU
         # GQA has the same meaning for local_window_size (measured: window - 1 or + 1 breaks parity).
-        attrs["local_window_size"] = int(shape.sliding_window)
+        attrs["local_window_size"] = int(shape.window(layer))
     out, pk, pv = g.op("GroupQueryAttention", inputs,
                        f"{scope}/gqa", n_out=3, domain=MS, **attrs)
     o = g.op("MatMul", [out, g.weight(_name(f"{scope}/o", "weight"), w["o.weight"])], f"{scope}/o")
@@ -232,9 +301,10 @@ def mlp(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, scope: str
             gu = g.op("Add", [gu, g.weight(_name(f"{scope}/gate_up", "bias"), w["gate_up.bias"])], f"{scope}/gate_up")
         n = shape.intermediate_size
         gate, up = g.op("Split", [gu, g.const([n, n])], f"{scope}/gate_up", n_out=2, axis=-1)
-        if spec.activation != "silu":
-            raise ValueError(f"fused gated MLP supports silu, not {spec.activation}")
-        act = g.op("QuickGelu", [gate], f"{scope}/act", domain=MS, alpha=1.0)  # x * sigmoid(x) = SiLU
+        if spec.activation == "silu":
+            act = g.op("QuickGelu", [gate], f"{scope}/act", domain=MS, alpha=1.0)  # x * sigmoid(x) = SiLU
+        else:  # gelu_tanh (gemma's GeGLU): FastGelu is the tanh approximation
+            act = g.op("FastGelu", [gate], f"{scope}/act", domain=MS)
         inner = g.op("Mul", [act, up], scope)
     else:
         up = g.op("MatMul", [h, g.weight(_name(f"{scope}/up", "weight"), w["up.weight"])], f"{scope}/up")
@@ -259,6 +329,10 @@ def lm_head(g: Graph, shape: ModelShape, x: str, weights: dict[str, np.ndarray],
     x = g.op("Slice", [x, start, g.const([np.iinfo(np.int64).max]), g.const([1])], s)  # (B, S', hidden)
     flat = g.op("Reshape", [x, g.const([-1, shape.hidden_size])], s)
     logits = g.op("Gemm", [flat, table], s, transB=1)
+    # granite: logits / logits_scaling as a Mul by the fp32 reciprocal (within an ulp of transformers' division;
+    # a Div would stay fp32 in the fp16 graphs, whose converter keeps Div for the norms, and break typing).
+    logits = scaled(g, logits, float(np.float32(1.0) / np.float32(shape.logits_scaling)), s)
+    logits = softcap(g, logits, shape.final_softcap, "/lm_head/softcap")  # gemma2
     lead = g.op("Shape", [x], s, start=0, end=2)
     out_shape = g.op("Concat", [lead, g.const([shape.vocab_size])], s, axis=0)
     return g.op("Reshape", [logits, out_shape], s)

@@ -120,14 +120,57 @@ def rope_tables(model, context_length: int, rotary_dim: int) -> tuple[np.ndarray
 
     rotary = next((m for m in model.modules() if hasattr(m, "inv_freq")), None)
     if rotary is None:
-        return None
+        return _layer_type_tables(model, context_length, rotary_dim)  # gemma3
     inv_freq = rotary.inv_freq.detach().float()
     if 2 * inv_freq.numel() != rotary_dim:  # the config read one way, transformers' rotary another
         raise UnsupportedModelError(f"the model's rotary covers {2 * inv_freq.numel()} channels, the config "
                                     f"says {rotary_dim} (head_dim x partial_rotary_factor)")
+    if getattr(rotary, "rope_type", None) == "longrope":
+        return _longrope_tables(rotary, context_length, rotary_dim)
     scaling = float(getattr(rotary, "attention_scaling", 1.0))
     freqs = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (P, r/2)
     return (freqs.cos() * scaling).numpy(), (freqs.sin() * scaling).numpy()
+
+
+def _layer_type_tables(model, context_length: int, rotary_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """gemma3: a rotary module with one inv_freq per layer type. The full-attention rows [0, P), then, where
+    some layer slides, the sliding-attention rows [0, P) (rope_local_base_freq; ModelShape.local_rope)."""
+    import torch
+
+    rotary = next((m for m in model.modules() if hasattr(m, "full_attention_inv_freq")), None)
+    if rotary is None:
+        return None
+    tables = []
+    for kind in ("full_attention", "sliding_attention"):
+        if not hasattr(rotary, f"{kind}_inv_freq"):
+            continue
+        inv_freq = getattr(rotary, f"{kind}_inv_freq").detach().float()
+        if 2 * inv_freq.numel() != rotary_dim:
+            raise UnsupportedModelError(f"the model's {kind} rotary covers {2 * inv_freq.numel()} channels, the "
+                                        f"config says {rotary_dim}")
+        scaling = float(getattr(rotary, f"{kind}_attention_scaling", 1.0))
+        freqs = torch.outer(torch.arange(context_length, dtype=torch.float32), inv_freq)  # (P, r/2)
+        tables.append(((freqs.cos() * scaling).numpy(), (freqs.sin() * scaling).numpy()))
+    return np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables])
+
+
+def _longrope_tables(rotary, context_length: int, rotary_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """phi3 longrope: the short-factor rows [0, O) then the long-factor rows [0, P), O the switch position
+    (original_max_position_embeddings). The graph reads row p + (O if the call's largest position >= O else 0),
+    as transformers' longrope_frequency_update picks a call's factors. Each table from the module's own forward
+    (its per-call factor pick, float ops and attention scaling)."""
+    import torch
+
+    original = int(rotary.config.rope_parameters["original_max_position_embeddings"])
+    halves = []
+    with torch.no_grad():
+        for n in (original, context_length):  # a call with max position n - 1: short at O, long past it
+            positions = torch.arange(n)[None]
+            if n == context_length and n <= original:  # no position ever takes the long factors
+                positions = torch.arange(original + 1)[None]
+            cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)  # (1, n, r)
+            halves.append((cos[0, :, :rotary_dim // 2].numpy(), sin[0, :, :rotary_dim // 2].numpy()))
+    return (np.concatenate([halves[0][0], halves[1][0]]), np.concatenate([halves[0][1], halves[1][1]]))
 
 
 def save_tokenizer_files(loaded: LoadedModel, folder: Path) -> list[str]:

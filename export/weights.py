@@ -38,7 +38,9 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
         out["pos_embed.weight"] = take("pos_embed.weight")
     for i in range(shape.num_layers):
         p = f"layers.{i}."
-        for norm in ("attn_norm", "mlp_norm"):
+        # gemma2 / gemma3 (block "sandwich"): the sublayer outputs have norms of their own too.
+        sandwich = ("attn_post_norm", "mlp_post_norm") if spec.block == "sandwich" else ()
+        for norm in ("attn_norm", "mlp_norm") + sandwich:
             out[p + f"{norm}.weight"] = take(f"layers.{{i}}.{norm}.weight", i)
             bias = take(f"layers.{{i}}.{norm}.bias", i, required=False)
             if bias is not None:
@@ -61,6 +63,11 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
     head = take("lm_head.weight", required=False)
     if head is not None and not (shape.tie_word_embeddings and np.array_equal(head, out["embed_tokens.weight"])):
         out["lm_head.weight"] = head
+    if spec.norm_scale == "one_plus_weight":
+        # gemma family: the norm scales by (1 + w), computed in fp32 as transformers does; both graphs then
+        # multiply by the stored weight as for any RMSNorm.
+        for name in [n for n in out if n.endswith("norm.weight")]:
+            out[name] = np.float32(1.0) + out[name]
 
     leftover = sorted(set(sd) - used)
     if leftover:
@@ -129,12 +136,15 @@ def _check_shapes(w: dict[str, np.ndarray], shape: ModelShape, spec: ArchSpec) -
     for i in range(shape.num_layers):
         p = f"layers.{i}."
         expected.update({
+            p + "attn_post_norm.weight": (h,), p + "mlp_post_norm.weight": (h,),  # gemma2 / gemma3
             p + "attn_norm.weight": (h,), p + "mlp_norm.weight": (h,), p + "q_norm.weight": (d,), p + "k_norm.weight": (d,),
             p + "qkv.weight": (h, (nh + 2 * nkv) * d), p + "o.weight": (nh * d, h),
             p + "down.weight": (inter, h),
             p + ("gate_up.weight" if spec.mlp == "gated" else "up.weight"):
                 (h, 2 * inter if spec.mlp == "gated" else inter),
         })
+        if spec.qk_norm == "full_width":  # olmo2: one weight over every head's channels
+            expected.update({p + "q_norm.weight": (nh * d,), p + "k_norm.weight": (nkv * d,)})
     for name, want in expected.items():
         if name in w and tuple(w[name].shape) != want:
             raise UnsupportedModelError(

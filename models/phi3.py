@@ -1,4 +1,5 @@
-"""Phi-3: packed qkv_proj and gate_up_proj, optional partial rotary."""
+"""Phi-3: packed qkv_proj and gate_up_proj, optional partial rotary, longrope (Phi-3.5-mini, Phi-3-128k,
+Phi-4-mini): both factor tables in the graph, switched per call as transformers does."""
 
 from onnx_edge.models.spec import ArchSpec
 
@@ -23,4 +24,5 @@ SPEC = ArchSpec(
     },
     ignore_suffixes=(".rotary_emb.inv_freq",),
     config_keys={"sliding_window": "sliding_window"},  # Phi-3-mini-4k: 2047 on every layer
+    longrope=True,
 )

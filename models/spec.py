@@ -19,7 +19,21 @@ ROPE_FIELDS = ("rope_type", "rope_theta", "partial_rotary_factor")
 # tanh GELU (FastGelu) as gelu_new and PyTorch's approximate="tanh". The erf GELU ("gelu") is another function.
 ACTIVATION_NAMES = {"silu": ("silu", "swish"), "gelu_tanh": ("gelu_new", "gelu_pytorch_tanh")}
 # ArchSpec.qk_norm values both graph builders implement.
-QK_NORMS = ("none", "per_head")
+QK_NORMS = ("none", "per_head", "full_width")
+# --- granite / smollm3 / olmo2 ---
+# ArchSpec.block: each sublayer's input normed (pre_norm, llama), or its output normed before the residual add
+# (post_norm, olmo2: no norm on the sublayer input; canonical attn_norm / mlp_norm are then those output norms).
+BLOCKS = ("pre_norm", "post_norm")
+# --- gemma family ---
+# ArchSpec.norm_scale: RMSNorm multiplies by its weight w, or by (1 + w) (gemma; folded into the canonical
+# weight by export/weights.py: transformers adds 1.0 in fp32 too, so the stored number is the same).
+NORM_SCALES = ("weight", "one_plus_weight")
+# ArchSpec.embed_scale: the gathered embedding rows as they are, or times sqrt(hidden_size) (gemma; a multiply
+# in the graph, not folded into the table, since a tied lm_head reads the unscaled table).
+EMBED_SCALES = ("none", "sqrt_hidden")
+# ArchSpec.block "sandwich" (gemma2 / gemma3): both, four norms a layer (canonical attn_norm, attn_post_norm,
+# mlp_norm, mlp_post_norm): x + post(attn(pre(x))), then the same around the MLP.
+BLOCKS += ("sandwich",)
 
 
 @dataclass(frozen=True)
@@ -61,17 +75,35 @@ class ArchSpec:
     # State-dict entries that are buffers, not weights.
     ignore_suffixes: tuple[str, ...] = ()
     # Config field aliases: canonical name -> HF config key (normalized-config adapter). `sliding_window`
-    # only where the family's attention reads it on every layer (a stray one is ignored, as transformers does).
+    # only where the family's attention reads it on every layer (a stray one is ignored, as transformers does),
+    # or, with `layer_types` beside it (gemma family), on the layers that names sliding_attention.
     config_keys: dict[str, str] = field(default_factory=dict)
     # Config values beyond the activation and rope type (config_rules adds those) the graph implements.
     config_rules: tuple[ConfigRule, ...] = ()
     # RMSNorm of q and k before rotary: "none", or "per_head" (qwen3: weight (head_dim,), over each head's
-    # channels; canonical weights layers.{i}.q_norm / k_norm). olmo2's full-width norm would be another value.
+    # channels; canonical weights layers.{i}.q_norm / k_norm), or "full_width" (olmo2: weight (heads*head_dim,),
+    # over the whole q / k projection before the split into heads).
     qk_norm: str = "none"
+    # granite / smollm3 / olmo2: see BLOCKS.
+    block: str = "pre_norm"
+    # gemma family: see NORM_SCALES / EMBED_SCALES.
+    norm_scale: str = "weight"
+    embed_scale: str = "none"
+    # --- phi3 longrope ---
+    # transformers' longrope (Phi-3.5-mini, Phi-3-128k, Phi-4-mini): short factors while a call's largest
+    # position id is below original_max_position_embeddings, long factors for the whole call past it. The
+    # graphs carry both tables and switch per call exactly so (ModelShape.longrope_original_max).
+    longrope: bool = False
 
     def __post_init__(self):
         if self.qk_norm not in QK_NORMS:
             raise ValueError(f"{self.model_type}: qk_norm {self.qk_norm!r} is not one of {', '.join(QK_NORMS)}")
+        if self.block not in BLOCKS:  # granite / smollm3 / olmo2
+            raise ValueError(f"{self.model_type}: block {self.block!r} is not one of {', '.join(BLOCKS)}")
+        for name, allowed in (("norm_scale", NORM_SCALES), ("embed_scale", EMBED_SCALES)):  # gemma family
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{self.model_type}: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,38 @@ class ModelShape:
     bos_token_id: int | None
     eos_token_ids: list[int]
     pad_token_id: int | None
+    # longrope: the switch position (original_max_position_embeddings); None for every other rope type.
+    longrope_original_max: int | None = None
+    # --- granite / smollm3 (defaults: llama's graph; older manifests lack them) ---
+    # granite's scalars: embeddings x embedding_multiplier, each sublayer output x residual_multiplier before
+    # its residual add, attention_scale in place of 1/sqrt(head_dim) (None), logits / logits_scaling.
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    attention_scale: float | None = None
+    logits_scaling: float = 1.0
+    # smollm3: per layer, 1 = rotary, 0 = none (NoPE); None = every layer rotates.
+    rope_layers: list[int] | None = None
+    # --- gemma family ---
+    # gemma2: tanh soft-capping, cap * tanh(x / cap), of the attention scores (after the scale, before the mask)
+    # and of the logits; None = none. sliding_layers: per layer, 1 = slides over sliding_window (layer_types);
+    # None = sliding_window (if any) on every layer.
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    sliding_layers: list[int] | None = None
+    # gemma3: the rope tables stack [full-attention rows; sliding-layer rows] (torch_model.rope_tables), and
+    # the sliding layers read the second half.
+    local_rope: bool = False
+
+    def uses_rope(self, layer: int) -> bool:
+        return self.rotary_dim > 0 and (self.rope_layers is None or bool(self.rope_layers[layer]))
+
+    def window(self, layer: int) -> int | None:
+        """Layer `layer`'s attention window (None: full causal attention)."""
+        return self.sliding_window if self.sliding_layers is None or self.sliding_layers[layer] else None
+
+    def uses_local_rope(self, layer: int) -> bool:
+        """gemma3: layer `layer` reads the second (sliding-layer) half of the stacked rope tables."""
+        return self.local_rope and bool(self.sliding_layers[layer])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,10 +189,20 @@ def _ids(value) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+def rope_layer_types(config: dict[str, Any]) -> list[str]:
+    """gemma3 (transformers 5): rope_parameters holds one set per layer type, {"full_attention": {...},
+    "sliding_attention": {...}}; [] for the flat layout of every other family."""
+    params = config.get("rope_parameters")
+    nested = isinstance(params, dict) and params and all(isinstance(v, dict) for v in params.values())
+    return sorted(params) if nested else []
+
+
+def rope_parameters(config: dict[str, Any], layer_type: str = "full_attention") -> dict[str, Any]:
     """The rope settings of either layout: transformers 5's `rope_parameters`, or 4.x's rope_scaling plus
     top-level rope_theta / partial_rotary_factor (the fallback where rope_parameters lacks one, as in 5)."""
     params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    if rope_layer_types(config):  # gemma3: the set of `layer_type` (full_attention: the model's main one)
+        params = dict(params.get(layer_type) or {})
     params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
     params["partial_rotary_factor"] = params.get("partial_rotary_factor") or config.get("partial_rotary_factor") or 1.0
     params.setdefault("rope_type", params.get("type", "default"))
@@ -140,22 +214,40 @@ def config_rules(spec: ArchSpec) -> tuple[ConfigRule, ...]:
     keys = {**_DEFAULT_KEYS, **spec.config_keys}
     rules = (ConfigRule(keys["activation"], ACTIVATION_NAMES[spec.activation]),)
     if spec.positions == "rope":
-        rules += (ConfigRule("rope_type", ROPE_TYPES, "the graph's rotary tables are fixed at export"),)
+        rope_types = ROPE_TYPES + (("longrope",) if spec.longrope else ())
+        rules += (ConfigRule("rope_type", rope_types, "the graph's rotary tables are fixed at export"),)
     return rules + spec.config_rules
 
 
 def check_config(spec: ArchSpec, config: dict[str, Any]) -> None:
     """Refuse, naming the field, any config value `spec`'s graph does not implement exactly. A field the
     config lacks takes transformers' default, which every rule allows (tests/test_config_guards.py)."""
-    rope = rope_parameters(config)
+    ropes = [rope_parameters(config, t) for t in rope_layer_types(config) or ["full_attention"]]  # gemma3: each
     for rule in config_rules(spec):
-        value = rope.get(rule.field) if rule.field in ROPE_FIELDS else config.get(rule.field)
+        value = [r.get(rule.field) for r in ropes] if rule.field in ROPE_FIELDS else config.get(rule.field)
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None and item not in rule.allowed:
                 why = f": {rule.why}" if rule.why else ""
                 raise UnsupportedModelError(
                     f"{spec.model_type} {rule.field} {item!r} is not supported "
                     f"(supported: {', '.join(map(str, rule.allowed))}){why}")
+
+
+def _gemma_fields(keys: dict[str, str], config: dict[str, Any]) -> dict[str, Any]:
+    """gemma family: the ModelShape fields read through config_keys "attn_softcap", "final_softcap",
+    "query_pre_attn_scalar" (the scores' scale is its -0.5 power, as transformers computes it) and
+    "layer_types" (which layers slide, and with gemma3's per-layer-type rope, which rotate with the local base)."""
+    out: dict[str, Any] = {}
+    for name in ("attn_softcap", "final_softcap"):
+        if name in keys and config.get(keys[name]) is not None:
+            out[name] = float(config[keys[name]])
+    if "query_pre_attn_scalar" in keys and config.get(keys["query_pre_attn_scalar"]) is not None:
+        out["attention_scale"] = float(config[keys["query_pre_attn_scalar"]]) ** -0.5
+    if "layer_types" in keys and config.get(keys["layer_types"]) is not None:
+        out["sliding_layers"] = [int(t == "sliding_attention") for t in config[keys["layer_types"]]]
+        # gemma3: the sliding layers rotate with rope_parameters["sliding_attention"] (rope_local_base_freq)
+        out["local_rope"] = "sliding_attention" in rope_layer_types(config) and any(out["sliding_layers"])
+    return out
 
 
 def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelShape:
@@ -178,9 +270,21 @@ def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[s
         rope_type = rope["rope_type"]
         rotary_dim = int(head_dim * float(rope["partial_rotary_factor"]))
         rope_theta = float(rope["rope_theta"])
+        longrope_max = (int(rope.get("original_max_position_embeddings")
+                            or config.get("original_max_position_embeddings") or get("context_length"))
+                        if rope_type == "longrope" else None)  # phi3 longrope
     else:
         rope_type, rotary_dim, rope_theta = "none", 0, 0.0
+        longrope_max = None
     window = config.get(keys["sliding_window"]) if "sliding_window" in keys else None
+    # granite / smollm3: scalars and per-layer rotary flags a family reads through config_keys.
+    scalars = {name: float(config[keys[name]]) for name in ("embedding_multiplier", "residual_multiplier",
+               "attention_scale", "logits_scaling") if name in keys and config.get(keys[name]) is not None}
+    rope_layers = config.get(keys["rope_layers"]) if "rope_layers" in keys else None
+    gemma = _gemma_fields(keys, config)  # gemma family
+    if rope_layers is None and "rope_layer_interval" in keys:  # transformers' SmolLM3Config default
+        interval = int(config.get(keys["rope_layer_interval"]) or 4)
+        rope_layers = [int((i + 1) % interval != 0) for i in range(int(get("num_layers")))]
     gen = generation or {}
     eos = _ids(gen.get("eos_token_id", config.get("eos_token_id")))
     bos = gen.get("bos_token_id", config.get("bos_token_id"))
@@ -204,4 +308,8 @@ def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[s
         bos_token_id=None if bos is None else int(bos),
         eos_token_ids=eos,
         pad_token_id=None if pad is None else int(_ids(pad)[0]),
+        longrope_original_max=longrope_max,
+        rope_layers=None if rope_layers is None else [int(v) for v in rope_layers],  # smollm3
+        **scalars,  # granite
+        **gemma,
     )

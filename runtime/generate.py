@@ -180,7 +180,27 @@ def decode_steps(model, prompts: list[list[int]], params: SamplingParams, max_ne
     try:
         tokens = pick(prefill(session, cache, mask, ids[:, reused:], positions[:, reused:]))
         yield tokens
-        yield from decode_n(session, cache, mask, tokens, positions[:, -1:] + 1, budget - 1, pick, cancel)
+        positions, left = positions[:, -1:] + 1, budget - 1
+        switch = model.shape.longrope_original_max
+        if switch is not None and ids.shape[1] <= switch < ids.shape[1] + left:
+            # longrope (phi3): transformers' generate (Phi3ForCausalLM.prepare_inputs_for_generation) drops the
+            # cache when the sequence first reaches switch + 1 tokens and recomputes all of it, so every key is
+            # rotated with the long factors from then on. The same here: decode up to that step, then re-prefill.
+            seen, before = [ids, tokens[:, None]], switch - ids.shape[1]
+            for tokens in decode_n(session, cache, mask, tokens, positions, before, pick, cancel):
+                seen.append(tokens[:, None])
+                yield tokens
+            if len(seen) < before + 2:  # cancelled
+                return
+            everything = np.concatenate(seen, axis=1)  # (B, switch + 1)
+            cache.length = 0
+            if cache.token_ids is not None:
+                cache.token_ids = []
+            positions = np.clip(np.cumsum(mask[:, :switch + 1], axis=1) - 1, 0, None)
+            tokens = pick(prefill(session, cache, mask, everything, positions))
+            yield tokens
+            positions, left = positions[:, -1:] + 1, left - before - 1
+        yield from decode_n(session, cache, mask, tokens, positions, left, pick, cancel)
     finally:
         session.keep(cache)  # batch 1 only: the next turn of a chat can start from it
 

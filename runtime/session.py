@@ -271,6 +271,12 @@ class DecoderSession:
         if last is None or not self.reuse_prefix or last.token_ids is None:
             return self.new_cache(1, capacity), 0
         reused = 0
+        switch = self.shape.longrope_original_max
+        if switch is not None and (len(prompt) > switch) != (len(last.token_ids) > switch):
+            # longrope (phi3): a cache of more than `switch` rows holds long-factor keys, a shorter one short-factor
+            # keys (runtime/generate.py re-prefills at the switch, as transformers' generate), and a fresh run
+            # of this prompt would write the other kind: nothing to reuse.
+            return self.new_cache(1, capacity), 0
         for a, b in zip(last.token_ids[:len(prompt) - 1], prompt):
             if a != b:
                 break

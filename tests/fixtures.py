@@ -133,6 +133,24 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         partial_rotary_factor=0.5,
         original_max_position_embeddings=CONTEXT_LENGTH,
     ),
+    # --- gemma family ---
+    # (1 + w) RMSNorm, sqrt(hidden)-scaled embedding rows, GeGLU (gelu_pytorch_tanh), head_dim 32 != 64 / 4,
+    # tied embeddings (every released Gemma), a single kv head (gemma-2b's multi-query attention).
+    "gemma": dict(_GQA_COMMON, model_type="gemma", head_dim=32, num_key_value_heads=1, tie_word_embeddings=True,
+                  hidden_act="gelu_pytorch_tanh"),
+    # gemma2: pre- and post-norms, attention and final soft-capping at caps the random logits reach, a scale
+    # from query_pre_attn_scalar != head_dim, and a window of 8 (far shorter than a 40-token prompt) on the
+    # layers layer_types marks sliding (0 and 2 of 3: transformers' default alternation).
+    "gemma2": dict(_GQA_COMMON, model_type="gemma2", head_dim=32, num_hidden_layers=3, tie_word_embeddings=True,
+                   hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=8,
+                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
+    # gemma3_text, the 270M / 1B shape scaled down: multi-query (1 kv head), head_dim 32, per-head (1 + w) q/k
+    # norms, two sliding layers (window 8) then a global one, each kind with its rope base (1e4 / 1e6).
+    "gemma3_text": dict(_GQA_COMMON, model_type="gemma3_text", head_dim=32, num_key_value_heads=1,
+                        num_hidden_layers=3, tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh",
+                        query_pre_attn_scalar=24, sliding_window=8, rope_theta=1000000.0,
+                        rope_local_base_freq=10000.0,
+                        layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
     # Learned positions, LayerNorm with biases, Conv1D (in, out) weights, gelu_new, tied wte.
     # Dropouts zeroed so train/eval mode can never change outputs.
     "gpt2": dict(
@@ -149,6 +167,19 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         summary_first_dropout=0.0,
         **_IDS,
     ),
+    # --- granite / smollm3 / olmo2 ---
+    # Granite 3.x: its four multipliers (attention_multiplier 1 / head_dim, as granite-3.0-2b's 1/64 with head_dim
+    # 64; logits_scaling 4, not its 8, which leaves this tiny model's logits too flat), tied embeddings,
+    # granite-3.1's rope base.
+    "granite": dict(_GQA_COMMON, model_type="granite", tie_word_embeddings=True, rope_theta=5000000.0,
+                    embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625,
+                    logits_scaling=4.0),
+    # NoPE every 2nd layer (layer 1 of 2; SmolLM3-3B: every 4th), tied embeddings, SmolLM3's rope base.
+    "smollm3": dict(_GQA_COMMON, model_type="smollm3", tie_word_embeddings=True, rope_theta=5000000.0,
+                    no_rope_layer_interval=2),
+    # Post-norm blocks and full-width q/k norms, untied head (OLMo-2), its rope base and norm eps.
+    "olmo2": dict(_GQA_COMMON, model_type="olmo2", tie_word_embeddings=False, rope_theta=500000.0,
+                  rms_norm_eps=1e-6),
 }
 
 
@@ -198,7 +229,9 @@ def reinit_weights(model, seed: int) -> None:
                 param.copy_(_MATRIX_STD * noise)
             else:
                 assert _is_norm_module(owner), f"unexpected 1-D weight {name} in {type(owner).__name__}"
-                param.copy_(1.0 + _NORM_JITTER * noise)
+                # gemma family: a (1 + w) norm starts at w = 0; jitter around its own identity scale.
+                identity = 0.0 if not param.any() else 1.0
+                param.copy_(identity + _NORM_JITTER * noise)
 
 
 def build_tiny_model(model_type: str, folder: Path, seed: int = 0, **overrides) -> Path:

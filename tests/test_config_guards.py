@@ -18,14 +18,26 @@ from tests.error_cases import edit_json, leftovers, raises_exactly
 ROPE = ("default", "linear", "dynamic", "llama3", "yarn")
 SILU = ("silu", "swish")
 FULL_ROTARY = {"partial_rotary_factor": (1.0,)}
+GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")  # gemma family
 SUPPORTED = {
+    "gemma": {"hidden_act": GELU_TANH, "rope_type": ROPE, **FULL_ROTARY,  # gemma family
+              "use_bidirectional_attention": (None, False)},
+    "gemma2": {"hidden_activation": GELU_TANH, "rope_type": ROPE, **FULL_ROTARY,
+               "use_bidirectional_attention": (None, False), "layer_types": ("full_attention", "sliding_attention")},
+    "gemma3_text": {"hidden_activation": GELU_TANH, "rope_type": ROPE, **FULL_ROTARY,
+                    "use_bidirectional_attention": (None, False),
+                    "layer_types": ("full_attention", "sliding_attention")},
     "gpt2": {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_weights": (True,),
              "scale_attn_by_inverse_layer_idx": (False,), "add_cross_attention": (False,)},
     "llama": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY},
     "mistral": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY},
-    "phi3": {"hidden_act": SILU, "rope_type": ROPE},
+    "phi3": {"hidden_act": SILU, "rope_type": ROPE + ("longrope",)},  # longrope: tests/test_longrope.py
     "qwen2": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY, "use_sliding_window": (False,),
               "layer_types": ("full_attention",)},
+    "granite": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY},  # granite / smollm3 / olmo2
+    "smollm3": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY, "use_sliding_window": (False,),
+                "layer_types": ("full_attention",)},
+    "olmo2": {"hidden_act": SILU, "rope_type": ROPE, **FULL_ROTARY},
 }
 
 
@@ -74,9 +86,8 @@ REFUSED = [
     ("mistral", dict(hidden_act="relu"), "mistral hidden_act 'relu'"),
     ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=1, layer_types=None),
      "qwen2 use_sliding_window True"),
-    ("phi3", _LONGROPE, "phi3 rope_type 'longrope' is not supported"),
-    # transformers reads phi3's legacy rope type "yarn" as longrope: judged as transformers runs it.
-    ("phi3", dict(rope_parameters={**_LONGROPE["rope_parameters"], "rope_type": "yarn"}), "phi3 rope_type 'longrope'"),
+    # phi3 longrope is supported (tests/test_longrope.py); llama's is not.
+    ("llama", _LONGROPE, "llama rope_type 'longrope' is not supported"),
 ]
 
 

@@ -170,12 +170,18 @@ def test_other_opsets_export_and_validate(opset, tiny_models, tmp_path):
 # Each family's facts as its spec states them (models/*.py): the fused emitter, and the GGUF layout that
 # `export --precision gguf` imports blocks from (architecture name, q/k rows permuted by llama.cpp).
 FAMILY_FACTS = {
+    "gemma": (True, None),  # gemma family
+    "gemma2": (True, None),
+    "gemma3_text": (True, None),
     "gpt2": (True, None),
     "llama": (True, ("llama", True)),
     "mistral": (True, ("mistral", False)),
     "phi3": (True, None),
     "qwen2": (True, ("qwen2", False)),
     "qwen3": (True, ("qwen3", False)),
+    "granite": (True, None),  # granite / smollm3 / olmo2
+    "smollm3": (True, None),
+    "olmo2": (True, None),
 }
 
 

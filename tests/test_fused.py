@@ -13,6 +13,7 @@ import pytest
 
 from onnx_edge.manifest import Manifest, read_manifest
 from onnx_edge.models import get_spec
+from tests.family_checks import load_without_eos
 from tests.fixtures import TINY_CONFIGS
 
 ARCHS = sorted(TINY_CONFIGS)  # llama, mistral, qwen2, qwen3, phi3 (GQA + RMSNorm + rotary) and gpt2
@@ -47,12 +48,6 @@ def fused_models(tmp_path_factory, tiny_models, exported_models):
     return FusedModels(tmp_path_factory, tiny_models, exported_models)
 
 
-def _load(folder):
-    from onnx_edge.runtime import load
-
-    model = load(folder, provider="cpu")
-    model.eos_ids = set()  # compare whole continuations
-    return model
 
 
 def _op_counts(folder) -> collections.Counter:
@@ -91,7 +86,9 @@ def test_fused_op_counts(arch, fused_models):
         assert ops["LayerNormalization"] == 1  # the first norm has no residual to add
         assert ops["Split"] == 0  # GQA takes the packed qkv
     else:
-        assert ops["SkipSimplifiedLayerNormalization"] == 2 * n and ops["QuickGelu"] == n
+        post_norm = get_spec(arch).block == "post_norm"  # olmo2: output norms, no skip-norm chain
+        gelu = "QuickGelu" if get_spec(arch).activation == "silu" else "FastGelu"  # gemma family: GeGLU
+        assert ops["SkipSimplifiedLayerNormalization"] == (0 if post_norm else 2 * n) and ops[gelu] == n
         # GQA applies the rotary itself when onnxruntime allows it (rotary_dim / 2 a multiple of 8); the
         # tiny phi3's partial rotary (8 of 16 channels) takes the RotaryEmbedding fallback.
         inside = (shape["rotary_dim"] // 2) % 8 == 0
@@ -99,7 +96,11 @@ def test_fused_op_counts(arch, fused_models):
         # gate|up, + q|k|v for the fallback or for qwen3's q/k norms (GQA still rotates the normed q and k)
         split_qkv = not inside or get_spec(arch).qk_norm != "none"
         assert ops["Split"] == (2 * n if split_qkv else n)
-        assert ops["ReduceMean"] == 1 + (2 * n if get_spec(arch).qk_norm == "per_head" else 0)  # first norm (+ q, k)
+        # first norm (or olmo2's final and 2 output norms a layer), + q, k
+        # gemma2 / gemma3 (sandwich): + the 2 output norms a layer before the skip norms
+        sandwich = get_spec(arch).block == "sandwich"
+        qk = get_spec(arch).qk_norm != "none"
+        assert ops["ReduceMean"] == 1 + (2 * n if post_norm or sandwich else 0) + (2 * n if qk else 0)
     model = onnx.load(folder / "model.onnx", load_external_data=False)
     assert {o.domain: o.version for o in model.opset_import}.get("com.microsoft") == 1
     onnx.checker.check_model(str(folder / "model.onnx"))
@@ -118,7 +119,7 @@ def test_partial_rotary_inside_gqa(tmp_path_factory):
     assert m.graph == "fused" and m.architecture["rotary_dim"] == 16 and m.architecture["head_dim"] == 32
     assert m.validation["passed"] and m.validation["max_abs_diff"] < 1e-4
     assert _op_counts(out)["RotaryEmbedding"] == 0
-    loaded = _load(out)
+    loaded = load_without_eos(out)
     prompts = ["Hello", "The quick brown fox jumps over the lazy dog", "A"]
     batch = loaded.generate_batch(prompts, chat=False, max_new_tokens=8)
     loaded.session.reuse_prefix = False
@@ -177,13 +178,13 @@ def test_fused_greedy_equals_transformers_generate(arch, tiny_models, fused_mode
     with torch.no_grad():
         out = ref_model.generate(**ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=3)
     expected = out[0, ids["input_ids"].shape[1]:].tolist()
-    got = _load(fused_models(arch)).generate(PROMPT, chat=False, max_new_tokens=24)
+    got = load_without_eos(fused_models(arch)).generate(PROMPT, chat=False, max_new_tokens=24)
     assert got.token_ids == expected
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_left_padded_batch_equals_single_runs(arch, fused_models):
-    model = _load(fused_models(arch))
+    model = load_without_eos(fused_models(arch))
     prompts = ["Hello", "The quick brown fox jumps over the lazy dog again and again", "A list of"]
     batch = model.generate_batch(prompts, chat=False, max_new_tokens=12)
     model.session.reuse_prefix = False
@@ -198,7 +199,7 @@ def test_sliding_window_beyond_the_window(tiny_models, fused_models):
     from transformers import AutoModelForCausalLM
 
     ref = AutoModelForCausalLM.from_pretrained(tiny_models("mistral"), dtype=torch.float32).eval()
-    model = _load(fused_models("mistral"))
+    model = load_without_eos(fused_models("mistral"))
     assert model.shape.sliding_window == 16
     ids = np.arange(4, 44, dtype=np.int64)[None]  # (1, 40)
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_shared_buffer_is_written_in_place_and_matches_concat(fused_models):
     """step() writes into the preallocated buffers (same arrays every step) and what it writes equals the
     concat-style forward's present; last-position logits equal the full logits' last row."""
     folder = fused_models("llama")
-    model = _load(folder)
+    model = load_without_eos(folder)
     s = model.session
     ids = np.arange(5, 25, dtype=np.int64)[None]
     cache = s.new_cache(1, 24)
@@ -247,7 +248,7 @@ def test_prefix_reuse_equals_a_fresh_run(graph, fused_models):
     """Turn 2 of a chat starts with turn 1's tokens: only the new tokens are prefilled, and every
     response (greedy and seeded sampling) equals the one a fresh model gives."""
     folder = fused_models("llama", graph=graph)
-    warm, cold = _load(folder), _load(folder)
+    warm, cold = load_without_eos(folder), load_without_eos(folder)
     cold.session.reuse_prefix = False
     turn1 = [{"role": "user", "content": "Tell me about the sea."}]
     a1, b1 = (m.generate(messages=turn1, max_new_tokens=10) for m in (warm, cold))
@@ -272,7 +273,7 @@ def test_prefix_reuse_equals_a_fresh_run(graph, fused_models):
 def test_prefix_reuse_grows_the_buffer_and_survives_early_stops(fused_models):
     """A longer follow-up than the cache was sized for copies the prefix into a larger buffer; a stream
     abandoned after 3 chunks leaves a cache that the next request can still use correctly."""
-    warm, cold = _load(fused_models("qwen2")), _load(fused_models("qwen2"))
+    warm, cold = load_without_eos(fused_models("qwen2")), load_without_eos(fused_models("qwen2"))
     cold.session.reuse_prefix = False
     first = warm.generate("The history of", chat=False, max_new_tokens=2)
     prompt = "The history of" + first.text + " the world"
@@ -314,11 +315,11 @@ def test_huge_pages_only_on_the_generation_path(fused_models, monkeypatch):
     s = DecoderSession(folder, read_manifest(folder), "cpu")
     s.forward(np.array([[5, 6]]), np.ones((1, 2), np.int64), np.array([[0, 1]]), s.empty_cache(1))
     assert s._huge_ranges is not None and s.huge_page_bytes == 0  # nothing done for forward()
-    with_hp = _load(folder)
+    with_hp = load_without_eos(folder)
     a = with_hp.generate("Hello", chat=False, max_new_tokens=6)
     assert with_hp.session._huge_ranges is None and with_hp.session.huge_page_bytes >= 0
     monkeypatch.setenv("ONNX_EDGE_HUGE_PAGES", "0")
-    without = _load(folder)
+    without = load_without_eos(folder)
     assert not without.session.huge_pages
     assert without.generate("Hello", chat=False, max_new_tokens=6).token_ids == a.token_ids
 

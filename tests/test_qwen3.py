@@ -11,12 +11,12 @@ from __future__ import annotations
 import collections
 import json
 
-import numpy as np
 import onnx
 import pytest
 
 from onnx_edge.manifest import read_manifest
 from onnx_edge.models import get_spec, shape_from_config
+from tests.family_checks import assert_refused_from_config, load_without_eos, optimized_ops
 
 torch = pytest.importorskip("torch")
 
@@ -44,12 +44,6 @@ def folders(tiny_models, exported_models, tmp_path_factory):
     return get
 
 
-def _load(folder):
-    from onnx_edge.runtime import load
-
-    model = load(folder, provider="cpu")
-    model.eos_ids = set()  # compare whole continuations
-    return model
 
 
 def _graph(folder) -> onnx.GraphProto:
@@ -72,7 +66,7 @@ def test_spec_states_the_qk_norm_and_the_gguf_layout():
     assert (spec.gguf.architecture, spec.gguf.permuted_qk) == ("qwen3", False)
     import dataclasses
 
-    with pytest.raises(ValueError, match="qk_norm 'full' is not one of none, per_head"):
+    with pytest.raises(ValueError, match="qk_norm 'full' is not one of none, per_head, full_width"):
         dataclasses.replace(spec, qk_norm="full")
 
 
@@ -96,34 +90,6 @@ def test_export_validates_against_pytorch(variant, folders):
     assert "lm_head.weight" not in {i.name for i in _graph(folders(variant)).initializer}
 
 
-@pytest.mark.parametrize("variant", ["fused", "reference"])
-def test_greedy_equals_transformers_generate(variant, tiny_models, folders):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = tiny_models("qwen3")
-    ref = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(src)(PROMPT, return_tensors="pt")
-    with torch.no_grad():
-        out = ref.generate(**ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=3)
-    got = _load(folders(variant)).generate(PROMPT, chat=False, max_new_tokens=24)
-    assert got.token_ids == out[0, ids["input_ids"].shape[1]:].tolist()
-
-
-def test_logits_match_pytorch_on_a_long_prompt_and_the_shared_buffer(tiny_models, folders):
-    """A 60-token prompt: every position against PyTorch, through forward() and the shared-buffer step()."""
-    from transformers import AutoModelForCausalLM
-
-    ref = AutoModelForCausalLM.from_pretrained(tiny_models("qwen3"), dtype=torch.float32).eval()
-    ids = np.arange(4, 64, dtype=np.int64)[None]  # (1, 60)
-    with torch.no_grad():
-        expected = ref(torch.from_numpy(ids)).logits.numpy()
-    s = _load(folders("fused")).session
-    got, _ = s.forward(ids, np.ones_like(ids), np.arange(60)[None], s.empty_cache(1))
-    assert np.max(np.abs(got - expected)) < 1e-4
-    every = s.step(ids, np.ones_like(ids), np.arange(60)[None], s.new_cache(1, 60), last_only=False)
-    assert np.max(np.abs(every - expected)) < 1e-4
-
-
 def test_fused_op_counts(folders):
     """Per layer: q, k and v split, q/k normed per head (the decomposed RMSNorm onnxruntime fuses), then one
     GroupQueryAttention that still applies the rotary itself (head_dim 32: cos_cache width 16)."""
@@ -142,16 +108,9 @@ def test_fused_op_counts(folders):
 
 
 def test_onnxruntime_fuses_the_qk_norms(folders, tmp_path):
-    import onnxruntime as ort
-
     folder = folders("fused")
     n = read_manifest(folder).architecture["num_layers"]
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    ops = collections.Counter(x.op_type for x in onnx.load(tmp_path / "optimized.onnx", load_external_data=False)
-                              .graph.node)
+    ops = optimized_ops(folder, tmp_path)
     assert ops["SimplifiedLayerNormalization"] == 1 + 2 * n and ops["Pow"] == 0
 
 
@@ -179,7 +138,7 @@ def test_quantized_variants_generate(config, folders, tmp_path):
 
     out = tmp_path / "q"
     quantize(folders("fused"), out, QuantConfig(**config, **FAST))
-    m = _load(out)
+    m = load_without_eos(out)
     assert m.manifest.precision == config["precision"] and m.manifest.graph == "fused"
     quality = m.manifest.quantization["quality"]
     assert quality["top1"] >= (0.85 if config["precision"] == "int8" else 0.3), quality
@@ -205,7 +164,7 @@ def test_fp16_gpu_variants_follow_fp32(variant, folders, tmp_path):
     out = tmp_path / "q"
     quantize(folders("dml" if provider == "dml" else "fused"), out,
              QuantConfig(precision="fp16", provider=provider, **FAST))
-    m = _load(out)
+    m = load_without_eos(out)
     quality = m.manifest.quantization["quality"]
     assert quality["kl"] < 1e-3 and quality["top1"] >= 0.95, quality
     assert m.generate(PROMPT, chat=False, max_new_tokens=4).generated_tokens == 4
@@ -219,7 +178,6 @@ def test_sliding_window_config_is_refused_before_loading(change, tiny_models, tm
     import shutil
 
     from onnx_edge.errors import UnsupportedModelError
-    from onnx_edge.export import export
     from onnx_edge.models.spec import check_config
 
     src = tmp_path / "src"
@@ -229,11 +187,7 @@ def test_sliding_window_config_is_refused_before_loading(change, tiny_models, tm
     field = next(iter(change))
     with pytest.raises(UnsupportedModelError, match=f"qwen3 {field} .* is not supported"):
         check_config(get_spec("qwen3"), config)
-    (src / "config.json").write_text(json.dumps(config))
-    (src / "model.safetensors").write_bytes(b"not loaded")  # refused from config.json alone
-    with pytest.raises(UnsupportedModelError, match=f"qwen3 {field}"):
-        export(str(src), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert_refused_from_config("qwen3", tiny_models("qwen3"), change, tmp_path / "export")
 
 
 def test_checkpoint_without_the_qk_norms_is_refused(tiny_models):

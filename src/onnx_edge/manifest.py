@@ -135,14 +135,18 @@ def _expect(data: dict, key: str, kind: type, required: bool = True) -> None:
 
 
 def _check_architecture(arch: dict) -> None:
-    """Every ModelShape field present with a plausible type, so no reader fails later with a KeyError."""
+    """Every required ModelShape field present with a plausible type, so no reader fails later with a KeyError.
+    A field with a default (added later, e.g. longrope_original_max) may be absent from an older folder."""
     from onnx_edge.models.spec import ModelShape
 
     ints = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size", "intermediate_size",
             "vocab_size", "context_length")
-    for name in ModelShape.__dataclass_fields__:
-        if name not in arch:
-            raise ManifestError(f"malformed manifest: architecture lacks '{name}'")
+    for f in dataclasses.fields(ModelShape):
+        if f.name not in arch and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ManifestError(f"malformed manifest: architecture lacks '{f.name}'")
+    longrope = arch.get("longrope_original_max")
+    if longrope is not None and (isinstance(longrope, bool) or not isinstance(longrope, int) or longrope <= 0):
+        raise ManifestError("malformed manifest: architecture.longrope_original_max must be a positive integer")
     for name in ints:
         if isinstance(arch[name], bool) or not isinstance(arch[name], int) or arch[name] <= 0:
             raise ManifestError(f"malformed manifest: architecture.{name} must be a positive integer")
