@@ -55,6 +55,10 @@ def build_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np.ndarr
                                   layer_cos_sin if shape.uses_rope(i) else None,
                                   f"{scope}/attn")  # smollm3: NoPE layers skip the rotary
         presents.append(present)
+        if spec.block == "parallel":  # gpt_neox: mlp(mlp_norm(x)) of the same x, then x + attn + mlp as one sum
+            out = mlp(g, spec, shape, norm(g, spec, shape, x, w, "mlp_norm", f"{scope}/mlp_norm"), w, f"{scope}/mlp")
+            x = g.op("Add", [g.op("Add", [out, attn], f"{scope}/residual"), x], f"{scope}/residual")
+            continue
         attn = attn if pre else norm(g, spec, shape, attn, w, "attn_norm", f"{scope}/attn_norm")
         if spec.block == "sandwich":  # gemma2 / gemma3: the output normed too, before the residual add
             attn = norm(g, spec, shape, attn, w, "attn_post_norm", f"{scope}/attn_post_norm")
@@ -259,6 +263,10 @@ def repeat_kv(g: Graph, x: str, nh: int, nkv: int, d: int, scope: str) -> str:
 def activation(g: Graph, spec: ArchSpec, x: str, scope: str) -> str:
     if spec.activation == "silu":
         return g.op("Mul", [x, g.op("Sigmoid", [x], scope)], scope)
+    if spec.activation == "gelu":  # gpt_neox: 0.5 x (1 + erf(x / sqrt(2))); onnxruntime fuses it into Gelu
+        erf = g.op("Erf", [g.op("Mul", [x, g.const(1.0 / math.sqrt(2.0), np.float32)], scope)], scope)
+        return g.op("Mul", [g.op("Mul", [x, g.const(0.5, np.float32)], scope),
+                            g.op("Add", [erf, g.const(1.0, np.float32)], scope)], scope)
     # gelu_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); onnxruntime fuses it into FastGelu.
     cube = g.op("Mul", [g.op("Pow", [x, g.const(3.0, np.float32)], scope), g.const(0.044715, np.float32)], scope)
     inner = g.op("Mul", [g.op("Add", [x, cube], scope), g.const(math.sqrt(2.0 / math.pi), np.float32)], scope)

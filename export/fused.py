@@ -88,7 +88,10 @@ def build_fused_decoder(spec: ArchSpec, shape: ModelShape, weights: dict[str, np
         caches = local_caches if shape.uses_local_rope(i) else rope_caches  # gemma3: sliding layers' base
         return (caches, gqa_rope) if shape.uses_rope(i) else (None, False)
 
-    if spec.block == "post_norm":  # olmo2: the sublayer outputs are normed, so there is no skip-norm chain
+    if spec.block == "parallel":  # gpt_neox: both sublayers read the same x, so there is no skip-norm chain
+        h, presents = parallel_layers(g, spec, shape, x, weights, layer_weights, past, pos, seqlens, total,
+                                      layer_rope, rotary_in_attention)
+    elif spec.block == "post_norm":  # olmo2: the sublayer outputs are normed, so there is no skip-norm chain
         h, presents = post_norm_layers(g, spec, shape, x, weights, layer_weights, past, pos, seqlens, total,
                                        layer_rope, rotary_in_attention)
     else:
@@ -193,6 +196,29 @@ def post_norm_layers(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, weight
         out, down_bias = mlp(g, spec, shape, x, w, f"{scope}/mlp")
         out = g.op("Add", [out, down_bias], f"{scope}/mlp") if down_bias else out
         x = g.op("Add", [x, norm(g, spec, shape, out, w, "mlp_norm", f"{scope}/mlp_norm")], f"{scope}/mlp_residual")
+    final = {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")}
+    return norm(g, spec, shape, x, final, "norm", "/model/final_norm"), presents
+
+
+def parallel_layers(g: Graph, spec: ArchSpec, shape: ModelShape, x: str, weights: dict, layer_weights, past,
+                    pos: str, seqlens: str, total: str, layer_rope, rotary_in_attention: bool) -> tuple[str, list]:
+    """gpt_neox's parallel layers: x + attn(attn_norm(x)) + mlp(mlp_norm(x)), then the final norm. Two
+    LayerNormalization of one x per layer (no skip norm: the residual add would come before the second);
+    the o and down biases are added to their outputs. Returns (h, presents)."""
+    presents = []
+    for i in range(shape.num_layers):
+        scope = f"/model/layers.{i}"
+        w = layer_weights(i)
+        caches, layer_gqa_rope = layer_rope(i)
+        h = norm(g, spec, shape, x, w, "attn_norm", f"{scope}/attn_norm")
+        attn, o_bias, present = attention(g, spec, shape, h, w, past[i], pos, seqlens, total, caches,
+                                          f"{scope}/attn", layer_gqa_rope, rotary_in_attention, layer=i)
+        presents.append(present)
+        attn = g.op("Add", [attn, o_bias], f"{scope}/o") if o_bias else attn
+        out, down_bias = mlp(g, spec, shape, norm(g, spec, shape, x, w, "mlp_norm", f"{scope}/mlp_norm"), w,
+                             f"{scope}/mlp")
+        out = g.op("Add", [out, down_bias], f"{scope}/mlp") if down_bias else out
+        x = g.op("Add", [g.op("Add", [out, attn], f"{scope}/residual"), x], f"{scope}/residual")  # transformers' order
     final = {k.removeprefix("final_"): v for k, v in weights.items() if k.startswith("final_")}
     return norm(g, spec, shape, x, final, "norm", "/model/final_norm"), presents
 
@@ -308,10 +334,13 @@ def mlp(g: Graph, spec: ArchSpec, shape: ModelShape, h: str, w: dict, scope: str
         inner = g.op("Mul", [act, up], scope)
     else:
         up = g.op("MatMul", [h, g.weight(_name(f"{scope}/up", "weight"), w["up.weight"])], f"{scope}/up")
-        if spec.activation != "gelu_tanh":
-            raise ValueError(f"fused plain MLP supports gelu_tanh, not {spec.activation}")
+        if spec.activation not in ("gelu_tanh", "gelu"):
+            raise ValueError(f"fused plain MLP supports gelu_tanh and gelu, not {spec.activation}")
         up_bias = [g.weight(_name(f"{scope}/up", "bias"), w["up.bias"])] if "up.bias" in w else []
-        inner = g.op("FastGelu", [up] + up_bias, f"{scope}/act", domain=MS)  # tanh approximation + bias
+        if spec.activation == "gelu":  # gpt_neox: the erf GELU, BiasGelu (bias + Gelu in one kernel) or Gelu
+            inner = g.op("BiasGelu" if up_bias else "Gelu", [up] + up_bias, f"{scope}/act", domain=MS)
+        else:
+            inner = g.op("FastGelu", [up] + up_bias, f"{scope}/act", domain=MS)  # tanh approximation + bias
     down = g.op("MatMul", [inner, g.weight(_name(f"{scope}/down", "weight"), w["down.weight"])], f"{scope}/down")
     down_bias = g.weight(_name(f"{scope}/down", "bias"), w["down.bias"]) if "down.bias" in w else ""
     return down, down_bias

@@ -49,6 +49,8 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
             for norm in ("q_norm", "k_norm"):
                 out[p + f"{norm}.weight"] = take(f"layers.{{i}}.{norm}.weight", i)
         _packed(out, p + "qkv", ["q", "k", "v"], [nh * d, nkv * d, nkv * d], i, matrix, take)
+        if spec.qkv_layout == "per_head":  # gpt_neox: [q_h, k_h, v_h] per head -> [q | k | v]
+            _per_head_to_packed(out, p + "qkv", nh, d)
         _packed(out, p + "o", ["o"], [h], i, matrix, take)
         if spec.mlp == "gated":
             _packed(out, p + "gate_up", ["gate", "up"], [inter, inter], i, matrix, take)
@@ -79,6 +81,16 @@ def canonical_weights(spec: ArchSpec, shape: ModelShape, state_dict: dict) -> di
     return out
 
 
+def _per_head_to_packed(out: dict, name: str, nh: int, d: int) -> None:
+    """gpt_neox's query_key_value output channels, (heads, 3, head_dim) as transformers views them before its
+    chunk into q, k, v, reordered to (3, heads, head_dim): the [q | k | v] both graphs split."""
+    w = out[name + ".weight"]  # (in, nh * 3 * d)
+    out[name + ".weight"] = np.ascontiguousarray(
+        w.reshape(w.shape[0], nh, 3, d).transpose(0, 2, 1, 3).reshape(w.shape[0], 3 * nh * d))
+    if name + ".bias" in out:
+        out[name + ".bias"] = np.ascontiguousarray(out[name + ".bias"].reshape(nh, 3, d).transpose(1, 0, 2).reshape(-1))
+
+
 def check_file_tensors(spec: ArchSpec, num_layers: int, names: list[str], gguf_architecture: str | None = None) -> None:
     """Refuse a checkpoint whose files hold tensors the weight map places nowhere, before any weight loads:
     transformers drops unexpected names on load (a Qwen3 relabelled llama loses its q/k norms), so the loaded
@@ -89,6 +101,7 @@ def check_file_tensors(spec: ArchSpec, num_layers: int, names: list[str], gguf_a
     expected |= {n.removeprefix(prefix) for n in expected}
     if gguf_architecture is not None:
         expected = _gguf_names(expected, gguf_architecture, num_layers)
+    names = [spec.checkpoint_aliases.get(n, n) for n in names]  # gpt_neox: embed_out -> lm_head, as on load
     extra = sorted(n for n in names if n not in expected and not n.endswith(spec.ignore_suffixes))
     if extra:
         raise UnsupportedModelError(

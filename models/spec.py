@@ -17,13 +17,18 @@ ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 ROPE_FIELDS = ("rope_type", "rope_theta", "partial_rotary_factor")
 # transformers' ACT2FN names of the functions ArchSpec.activation emits: nn.SiLU under two names, and the
 # tanh GELU (FastGelu) as gelu_new and PyTorch's approximate="tanh". The erf GELU ("gelu") is another function.
-ACTIVATION_NAMES = {"silu": ("silu", "swish"), "gelu_tanh": ("gelu_new", "gelu_pytorch_tanh")}
+ACTIVATION_NAMES = {"silu": ("silu", "swish"), "gelu_tanh": ("gelu_new", "gelu_pytorch_tanh"),
+                    # gpt_neox: the erf GELU (nn.functional.gelu, approximate="none"), transformers' "gelu".
+                    "gelu": ("gelu",)}
 # ArchSpec.qk_norm values both graph builders implement.
 QK_NORMS = ("none", "per_head", "full_width")
-# --- granite / smollm3 / olmo2 ---
-# ArchSpec.block: each sublayer's input normed (pre_norm, llama), or its output normed before the residual add
-# (post_norm, olmo2: no norm on the sublayer input; canonical attn_norm / mlp_norm are then those output norms).
-BLOCKS = ("pre_norm", "post_norm")
+# ArchSpec.block, how a layer wires its norms and residuals:
+# - pre_norm (llama): each sublayer's input normed;
+# - post_norm (olmo2): its output normed before the residual add (canonical attn_norm / mlp_norm are those);
+# - sandwich (gemma2 / gemma3): both, four norms a layer (attn_norm, attn_post_norm, mlp_norm, mlp_post_norm):
+#   x + post(attn(pre(x))), then the same around the MLP;
+# - parallel (gpt_neox use_parallel_residual): both sublayers read the same x, x + attn(attn_norm(x)) + mlp(mlp_norm(x)).
+BLOCKS = ("pre_norm", "post_norm", "sandwich", "parallel")
 # --- gemma family ---
 # ArchSpec.norm_scale: RMSNorm multiplies by its weight w, or by (1 + w) (gemma; folded into the canonical
 # weight by export/weights.py: transformers adds 1.0 in fp32 too, so the stored number is the same).
@@ -31,9 +36,10 @@ NORM_SCALES = ("weight", "one_plus_weight")
 # ArchSpec.embed_scale: the gathered embedding rows as they are, or times sqrt(hidden_size) (gemma; a multiply
 # in the graph, not folded into the table, since a tied lm_head reads the unscaled table).
 EMBED_SCALES = ("none", "sqrt_hidden")
-# ArchSpec.block "sandwich" (gemma2 / gemma3): both, four norms a layer (canonical attn_norm, attn_post_norm,
-# mlp_norm, mlp_post_norm): x + post(attn(pre(x))), then the same around the MLP.
-BLOCKS += ("sandwich",)
+# ArchSpec.qkv_layout: a packed qkv weight's output rows as [q | k | v] (phi3, gpt2), or per head [q_h, k_h, v_h]
+# for each head h (gpt_neox: it views the projection as (.., heads, 3 * head_dim) and then chunks); export/weights.py
+# reorders "per_head" into [q | k | v], so both graphs split one layout.
+QKV_LAYOUTS = ("packed", "per_head")
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class ArchSpec:
     # channels; canonical weights layers.{i}.q_norm / k_norm), or "full_width" (olmo2: weight (heads*head_dim,),
     # over the whole q / k projection before the split into heads).
     qk_norm: str = "none"
-    # granite / smollm3 / olmo2: see BLOCKS.
+    # see BLOCKS
     block: str = "pre_norm"
     # gemma family: see NORM_SCALES / EMBED_SCALES.
     norm_scale: str = "weight"
@@ -94,11 +100,26 @@ class ArchSpec:
     # position id is below original_max_position_embeddings, long factors for the whole call past it. The
     # graphs carry both tables and switch per call exactly so (ModelShape.longrope_original_max).
     longrope: bool = False
+    # --- gpt_neox ---
+    # See QKV_LAYOUTS.
+    qkv_layout: str = "packed"
+    # Checkpoint-file names transformers renames on load -> the state-dict name the weight map places
+    # (gpt_neox: Pythia files store the head as embed_out.weight, loaded as lm_head.weight).
+    checkpoint_aliases: dict[str, str] = field(default_factory=dict)
+    # Rope fields a family's config names its own way (gpt_neox: rotary_pct, rotary_emb_base) -> the value
+    # transformers takes when the config lacks both spellings.
+    rope_defaults: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.qkv_layout not in QKV_LAYOUTS:  # gpt_neox
+            raise ValueError(
+                f"{self.model_type}: qkv_layout {self.qkv_layout!r} is not one of {', '.join(QKV_LAYOUTS)}")
+        if self.activation not in ACTIVATION_NAMES:
+            raise ValueError(
+                f"{self.model_type}: activation {self.activation!r} is not one of {', '.join(ACTIVATION_NAMES)}")
         if self.qk_norm not in QK_NORMS:
             raise ValueError(f"{self.model_type}: qk_norm {self.qk_norm!r} is not one of {', '.join(QK_NORMS)}")
-        if self.block not in BLOCKS:  # granite / smollm3 / olmo2
+        if self.block not in BLOCKS:
             raise ValueError(f"{self.model_type}: block {self.block!r} is not one of {', '.join(BLOCKS)}")
         for name, allowed in (("norm_scale", NORM_SCALES), ("embed_scale", EMBED_SCALES)):  # gemma family
             if getattr(self, name) not in allowed:
@@ -209,6 +230,23 @@ def rope_parameters(config: dict[str, Any], layer_type: str = "full_attention") 
     return params
 
 
+def family_rope_fields(spec: ArchSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """gpt_neox: `config` with its own rope field names (config_keys "partial_rotary_factor" / "rope_theta",
+    e.g. rotary_pct) copied to the standard ones, and spec.rope_defaults where it has neither, as transformers
+    reads them; any other family's config unchanged."""
+    keys = {name: spec.config_keys[name] for name in ("partial_rotary_factor", "rope_theta") if name in spec.config_keys}
+    if not keys:
+        return config
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    out = dict(config)
+    for name, key in keys.items():
+        if params.get(name) is None and out.get(name) is None:
+            value = config.get(key, spec.rope_defaults.get(name))
+            if value is not None:
+                out[name] = value
+    return out
+
+
 def config_rules(spec: ArchSpec) -> tuple[ConfigRule, ...]:
     """Every config value `spec`'s graph implements: its activation, its rope types, then the family's own."""
     keys = {**_DEFAULT_KEYS, **spec.config_keys}
@@ -222,6 +260,7 @@ def config_rules(spec: ArchSpec) -> tuple[ConfigRule, ...]:
 def check_config(spec: ArchSpec, config: dict[str, Any]) -> None:
     """Refuse, naming the field, any config value `spec`'s graph does not implement exactly. A field the
     config lacks takes transformers' default, which every rule allows (tests/test_config_guards.py)."""
+    config = family_rope_fields(spec, config)  # gpt_neox
     ropes = [rope_parameters(config, t) for t in rope_layer_types(config) or ["full_attention"]]  # gemma3: each
     for rule in config_rules(spec):
         value = [r.get(rule.field) for r in ropes] if rule.field in ROPE_FIELDS else config.get(rule.field)
@@ -253,6 +292,7 @@ def _gemma_fields(keys: dict[str, str], config: dict[str, Any]) -> dict[str, Any
 def shape_from_config(spec: ArchSpec, config: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelShape:
     """Build the normalized shape from an HF config.json dict (and generation_config.json when present)."""
     keys = {**_DEFAULT_KEYS, **spec.config_keys}
+    config = family_rope_fields(spec, config)  # gpt_neox
 
     def get(name, default=None):
         value = config.get(keys[name], default)

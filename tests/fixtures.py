@@ -180,6 +180,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     # Post-norm blocks and full-width q/k norms, untied head (OLMo-2), its rope base and norm eps.
     "olmo2": dict(_GQA_COMMON, model_type="olmo2", tie_word_embeddings=False, rope_theta=500000.0,
                   rms_norm_eps=1e-6),
+    # --- gpt_neox ---
+    # Pythia's shape scaled down: head_dim 64 with rotary_pct 0.25 (16 rotary channels, as Pythia-70m, so GQA
+    # rotates inside), parallel residual, per-head packed query_key_value with biases, erf GELU, untied head.
+    "gpt_neox": dict(model_type="gpt_neox", vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256,
+                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=CONTEXT_LENGTH,
+                     rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True, hidden_act="gelu",
+                     tie_word_embeddings=False, hidden_dropout=0.0, attention_dropout=0.0, **_IDS),
 }
 
 

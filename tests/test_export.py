@@ -182,6 +182,7 @@ FAMILY_FACTS = {
     "granite": (True, None),  # granite / smollm3 / olmo2
     "smollm3": (True, None),
     "olmo2": (True, None),
+    "gpt_neox": (True, None),
 }
 
 

@@ -12,7 +12,7 @@ from tests.family_checks import (assert_greedy_equals_generate, assert_long_prom
 
 pytest.importorskip("torch")
 
-FAMILIES = ["qwen3", "gemma", "gemma2", "gemma3_text", "granite", "smollm3", "olmo2"]
+FAMILIES = ["qwen3", "gemma", "gemma2", "gemma3_text", "granite", "smollm3", "olmo2", "gpt_neox"]
 PROMPT = "The quick brown fox jumps over the lazy dog because"  # 40+ tokens with the tiny tokenizer
 
 

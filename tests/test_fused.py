@@ -81,7 +81,10 @@ def test_fused_op_counts(arch, fused_models):
     # No attention left in plain ops: no score MatMul, no Softmax, no mask Where, no per-layer Concat.
     assert ops["Softmax"] == 0 and ops["Where"] == 0 and ops["Transpose"] == 0
     assert ops["MatMul"] == 4 * n  # qkv, o, gate|up (or fc), down (or proj)
-    if arch == "gpt2":
+    if arch == "gpt_neox":  # parallel block: two LayerNormalization of one x a layer, the final; erf GELU
+        assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 2 * n + 1
+        assert ops["BiasGelu"] == n and ops["Split"] == 0 and ops["RotaryEmbedding"] == 0  # GQA rotates 16 of 64
+    elif arch == "gpt2":
         assert ops["SkipLayerNormalization"] == 2 * n and ops["FastGelu"] == n
         assert ops["LayerNormalization"] == 1  # the first norm has no residual to add
         assert ops["Split"] == 0  # GQA takes the packed qkv

@@ -43,8 +43,8 @@ def test_specs_state_their_computation():
     assert olmo2.weights["layers.{i}.mlp_norm.weight"] == "model.layers.{i}.post_feedforward_layernorm.weight"
     assert all((s.block, s.qk_norm) == ("pre_norm", "none") for s in (granite, smollm3, get_spec("llama")))
     assert all(s.fused and s.gguf is None for s in (granite, smollm3, olmo2))
-    with pytest.raises(ValueError, match="block 'parallel' is not one of pre_norm, post_norm"):
-        dataclasses.replace(olmo2, block="parallel")
+    with pytest.raises(ValueError, match="block 'diagonal' is not one of pre_norm, post_norm"):
+        dataclasses.replace(olmo2, block="diagonal")
 
 
 def test_shapes_read_the_family_scalars(tiny_models):
